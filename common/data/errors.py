@@ -24,3 +24,7 @@ class BundleInputError(ValueError):
         self.expected = expected
         where = f"{self.path}: " if self.path else ""
         super().__init__(f"{where}found {found}; expected {expected}")
+
+    def __reduce__(self):
+        # picklable, so the error crosses DataLoader worker and torchrun process boundaries intact
+        return (type(self), (self.path, self.found, self.expected))
