@@ -1,0 +1,251 @@
+"""Facts and an end-to-end run of bundles/abdominal_ct_multiorgan_segmentation (Roth et al. 2018)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser
+from monai.bundle import run as bundle_run
+
+from common.data import BundleInputError, find_bundle_input_error
+from common.phantoms import make_dataset
+
+BUNDLE = Path("bundles/abdominal_ct_multiorgan_segmentation")
+CONFIGS = BUNDLE / "configs"
+TRAIN, EVALUATE, INFER, DEMO = (str(CONFIGS / f) for f in ("train.json", "evaluate.json", "inference.json", "demo.json"))
+LOGGING = str(CONFIGS / "logging.conf")
+ORGANS = ["artery", "portal vein", "liver", "spleen", "stomach", "gallbladder", "pancreas"]
+
+# small and fast, same code path as the demo: phantoms at 6 mm, a narrow network, 32^3 patches
+TINY = {
+    "pixdim": [6.0, 6.0, 6.0],
+    "network_def#features": [8, 16, 32, 64],
+    "patch_size": [32, 32, 32],
+    "sw_roi_size": [-1, -1, 32],
+    "num_iterations": 240,
+    "epoch_length": 80,
+    "val_interval": 3,
+    "num_workers": 0,
+}
+
+
+def parse(*files, **override) -> ConfigParser:
+    parser = ConfigParser()
+    parser.read_config(list(files))
+    parser.update(override)
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------- paper facts
+
+
+def test_defaults_follow_the_paper():
+    p = parse(TRAIN)
+    net = p.get_parsed_content("network_def")
+    assert sum(x.numel() for x in net.parameters()) == 19_074_120
+    assert p["patch_size"] == [64, 64, 64] and p["batch_size"] == 3
+    assert p["learning_rate"] == 0.01 and p["num_iterations"] == 50_000
+    opt = p.get_parsed_content("optimizer")
+    assert isinstance(opt, torch.optim.Adam) and opt.defaults["lr"] == 0.01
+    assert p.get_parsed_content("train#trainer#max_epochs") * p["epoch_length"] == 50_000
+    aug = p.get_parsed_content("train#random_transforms")[0]
+    assert aug.max_displacement == 4 and aug.grid_spacing == 24 and aug.spatial_size == (64, 64, 64)
+    assert np.allclose(aug.rand_affine_grid.rotate_range, [math.radians(20)] * 3)
+    assert aug.rand_affine_grid.translate_range == (20, 20, 20)
+    inferer = p.get_parsed_content("validate#inferer")
+    assert list(inferer.roi_size) == [-1, -1, 64]
+
+
+def test_dice_loss_hand_computed():
+    """Sum over all 8 classes (background included, weights 1) of 1 - 2 sum(p r) / (sum p^2 + sum r^2)."""
+    loss = parse(TRAIN).get_parsed_content("loss")
+    # uniform prediction (equal logits -> p = 1/8) on two background voxels:
+    # background: 2 sum(p r) = 2 * 2/8 = 0.5; sum p^2 = 2/64; sum r^2 = 2  -> D = 0.5 / 2.03125
+    # each of 7 absent classes: numerator 1e-5 (smoothing), denominator 2/64 + 1e-5
+    logits = torch.zeros(1, 8, 2, 1, 1)
+    label = torch.zeros(1, 1, 2, 1, 1)
+    expected = (1 - (0.5 + 1e-5) / (2.03125 + 1e-5)) + 7 * (1 - 1e-5 / (2 / 64 + 1e-5))
+    assert float(loss(logits, label)) == pytest.approx(expected, rel=1e-5)
+    assert expected == pytest.approx(7.75160, abs=1e-4)  # 0.75385 + 7 * 0.99968
+    # a confident correct prediction of two classes: loss ~ 0
+    logits = torch.full((1, 8, 2, 1, 1), -30.0)
+    logits[0, 3, 0], logits[0, 5, 1] = 30.0, 30.0
+    label = torch.tensor([3.0, 5.0]).reshape(1, 1, 2, 1, 1)
+    assert float(loss(logits, label)) == pytest.approx(0.0, abs=1e-4)
+
+
+def test_label_names_agree_with_the_phantom():
+    p = parse(TRAIN)
+    assert list(p["class_names"].values()) == ORGANS
+    assert p["hu_window"] == [-160, 240] and p["pixdim"] == [3.0, 3.0, 3.0]
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope="module")
+def tiny_phantoms(tmp_path_factory):
+    root = tmp_path_factory.mktemp("abdomen")
+    datalist = make_dataset(
+        "abdominal_ct_multiorgan", root / "data", n_cases=8, seed=1, n_validation=1, n_test=2, dicom=True,
+        shape=[64, 64, 40], spacing=[6.0, 6.0, 6.0],
+    )
+    return root, datalist
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_phantoms):
+    root, datalist = tiny_phantoms
+    common = {"datalist": str(datalist), "ckpt_dir": str(root / "models"), "output_dir": str(root / "eval"), **TINY}
+    bundle_run(run_id="run", config_file=[TRAIN, DEMO], logging_file=LOGGING, **common)
+    return root, datalist, common
+
+
+@pytest.mark.slow
+def test_train_writes_plain_state_dict(trained):
+    root, _, _ = trained
+    state = torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert isinstance(state, dict) and "head.conv.weight" in state
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+
+
+@pytest.mark.slow
+def test_evaluate_dice_well_above_chance(trained):
+    root, datalist, common = trained
+    bundle_run(run_id="run", config_file=[TRAIN, EVALUATE, DEMO], logging_file=LOGGING, **common)
+    summary = json.loads((root / "eval" / "test_val_mean_dice_summary.json").read_text(encoding="utf-8"))
+    assert summary["n_cases"] == 2
+    rows = summary["summary"]
+    assert set(ORGANS) <= set(rows)
+    total = rows["Total Avg."]["avg"]
+    # chance: an untrained network evaluated the same way (the same code path, random weights)
+    net = parse(TRAIN, **{"network_def#features": TINY["network_def#features"]}).get_parsed_content("network_def")
+    (root / "random").mkdir()
+    torch.save(net.state_dict(), root / "random" / "model.pt")
+    chance_dir = root / "chance"
+    bundle_run(
+        run_id="run", config_file=[TRAIN, EVALUATE, DEMO], logging_file=LOGGING,
+        **{**common, "ckpt_dir": str(root / "random"), "output_dir": str(chance_dir)},
+    )
+    chance = json.loads((chance_dir / "test_val_mean_dice_summary.json").read_text(encoding="utf-8"))["summary"]["Total Avg."]["avg"]
+    assert chance < 0.15
+    assert total > 0.35 and total > chance + 0.25, (total, chance)
+    assert rows["liver"]["avg"] > 0.6
+    for f in ("test_val_mean_dice_per_case.csv", "test_val_mean_dice_boxplot.png", "test_overlays.png"):
+        assert (root / "eval" / f).stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_infer_nifti_and_dicom_keep_input_geometry(trained):
+    root, datalist, common = trained
+    listing = json.loads(Path(datalist).read_text(encoding="utf-8"))
+    out = root / "seg"
+    bundle_run(run_id="run", config_file=[INFER, DEMO], logging_file=LOGGING, **{**common, "output_dir": str(out)})
+    for case in listing["test"]:
+        image = nib.load(Path(datalist).parent / case["image"])
+        name = Path(case["image"]).name.replace(".nii.gz", "_seg.nii.gz")
+        seg = nib.load(out / name)
+        assert seg.shape == image.shape
+        assert np.allclose(seg.affine, image.affine, atol=1e-4)
+        values = set(np.unique(np.asarray(seg.dataobj)).tolist())
+        assert values <= set(range(8)) and len(values) > 3
+    # a DICOM CT series in, a NIfTI label map on the same grid out
+    dicom_case = listing["test_dicom"][0]
+    dicom_dir = Path(datalist).parent / dicom_case["image"]
+    out_dicom = root / "seg_dicom"
+    bundle_run(
+        run_id="run", config_file=[INFER, DEMO], logging_file=LOGGING,
+        **{**common, "output_dir": str(out_dicom), "input": str(dicom_dir)},
+    )
+    (seg_file,) = out_dicom.glob("*_seg.nii.gz")
+    reference = nib.load(Path(datalist).parent / dicom_case["label"])
+    seg = nib.load(seg_file)
+    assert seg.shape == reference.shape
+    # the label map of the DICOM input lands on the reference's voxels (same world geometry)
+    ras_seg = nib.as_closest_canonical(seg)
+    ras_ref = nib.as_closest_canonical(reference)
+    assert np.allclose(ras_seg.affine, ras_ref.affine, atol=1e-3)
+    agree = np.mean((np.asarray(ras_seg.dataobj) > 0) == (np.asarray(ras_ref.dataobj) > 0))
+    assert agree > 0.85
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+
+def _write(path: Path, array: np.ndarray, affine=None) -> str:
+    nib.save(nib.Nifti1Image(array, np.eye(4) if affine is None else affine), str(path))
+    return str(path)
+
+
+def _bad_cases(tmp: Path) -> dict[str, tuple[dict, str]]:
+    good_img = _write(tmp / "img.nii.gz", np.zeros((16, 16, 16), np.int16))
+    good_lab = _write(tmp / "lab.nii.gz", np.zeros((16, 16, 16), np.uint8))
+    corrupt = tmp / "corrupt.nii.gz"
+    corrupt.write_bytes(b"not a nifti file at all" * 10)
+    return {
+        "two_channels": ({"image": _write(tmp / "two.nii.gz", np.zeros((16, 16, 16, 2), np.int16)), "label": good_lab},
+                         "2 channels"),
+        "shape_mismatch": ({"image": good_img, "label": _write(tmp / "small.nii.gz", np.zeros((16, 16, 8), np.uint8))},
+                           "small.nii.gz"),
+        "label_range": ({"image": good_img, "label": _write(tmp / "lab9.nii.gz", np.full((16, 16, 16), 9, np.uint8))},
+                        "{9}"),
+        "unreadable": ({"image": str(corrupt), "label": good_lab}, "unreadable"),
+    }
+
+
+@pytest.mark.parametrize("case", ["two_channels", "shape_mismatch", "label_range", "unreadable"])
+def test_bad_training_input_names_file(tmp_path, case):
+    item, words = _bad_cases(tmp_path)[case]
+    datalist = tmp_path / "dataset.json"
+    datalist.write_text(json.dumps({"training": [item], "validation": [item]}))
+    p = parse(TRAIN, datalist=str(datalist), num_workers=0, cache_rate=1.0)
+    with pytest.raises(Exception) as info:
+        p.get_parsed_content("train#dataset")
+    err = find_bundle_input_error(info.value)
+    assert isinstance(err, BundleInputError), info.value
+    assert words in str(err)
+    bad_file = item["label"] if case in ("shape_mismatch", "label_range") else item["image"]
+    assert Path(bad_file).name in str(err) or case == "shape_mismatch"
+
+
+def test_missing_datalist_entry(tmp_path):
+    datalist = tmp_path / "dataset.json"
+    datalist.write_text(json.dumps({"training": [{"image": "a.nii.gz"}]}))
+    p = parse(TRAIN, datalist=str(datalist))
+    with pytest.raises(Exception) as info:
+        p.get_parsed_content("train#dataset#data")
+    err = find_bundle_input_error(info.value)
+    assert isinstance(err, BundleInputError) and "dataset.json" in str(err) and "label" in str(err)
+    with pytest.raises(Exception) as info:
+        parse(TRAIN, datalist=str(datalist), val_datalist_key="validation").get_parsed_content("validate#dataset#data")
+    assert "validation" in str(find_bundle_input_error(info.value))
+
+
+def test_bad_inference_input_writes_nothing(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    _write(images / "a_good.nii.gz", np.zeros((16, 16, 16), np.int16))
+    _write(images / "b_two_channels.nii.gz", np.zeros((16, 16, 16, 2), np.int16))
+    torch.save(parse(INFER).get_parsed_content("network_def").state_dict(), tmp_path / "model.pt")
+    out = tmp_path / "out"
+    with pytest.raises(Exception) as info:
+        bundle_run(
+            run_id="run", config_file=[INFER], logging_file=LOGGING,
+            input=str(images), ckpt_dir=str(tmp_path), output_dir=str(out),
+        )
+    err = find_bundle_input_error(info.value)
+    assert isinstance(err, BundleInputError) and "b_two_channels.nii.gz" in str(err) and "2 channels" in str(err)
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_missing_model_is_a_clear_error(tmp_path):
+    with pytest.raises(Exception) as info:
+        bundle_run(run_id="run", config_file=[INFER], logging_file=LOGGING, ckpt_dir=str(tmp_path))
+    err = find_bundle_input_error(info.value)
+    assert isinstance(err, BundleInputError) and "model.pt" in str(err)
