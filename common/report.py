@@ -50,9 +50,8 @@ def demo_summary(
         lines.append("time: " + ", ".join(f"{n} {float(s):.0f} s" for n, s in times))
     lines.append("outputs:")
     lines.append(f"  model (state_dict)   {bundle / 'models' / 'model.pt'}")
-    for pattern in (f"{prefix}*.csv", f"{prefix}*.json", f"{prefix}*.png", "*overlays*.png"):
-        for f in sorted(out.glob(pattern)):
-            lines.append(f"  report               {f}")
+    for f in sorted({*out.glob(f"{prefix}*.csv"), *out.glob(f"{prefix}*.json"), *out.glob(f"{prefix}*.png")}):
+        lines.append(f"  report               {f}")
     seg = sorted((out / "inference").glob("*.nii.gz"))
     if seg:
         lines.append(f"  label maps ({len(seg):2d})      {out / 'inference'}/")

@@ -16,10 +16,11 @@ from .datalist import load_datalist, preflight_check
 from .errors import BundleInputError
 from .inputs import NIFTI_SUFFIXES, is_dicom_series_dir, list_inputs, require_file
 from .io import EXPECTED_IMAGE, ImageHeader, LoadImageChecked, read_image_array, read_image_header
-from .writers import AtomicNibabelWriter
+from .writers import AtomicNibabelWriter, atomic_path
 
 __all__ = [
     "AtomicNibabelWriter",
+    "atomic_path",
     "NIFTI_SUFFIXES",
     "is_dicom_series_dir",
     "list_inputs",

@@ -1,30 +1,53 @@
-"""Image writers that never leave a half-written file behind (BUNDLE_CONTRACT.md, "Errors")."""
+"""Writing files so that a failure never leaves a half-written one behind (BUNDLE_CONTRACT.md, "Errors")."""
 
 from __future__ import annotations
 
 import os
-import uuid
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from os import PathLike
 from pathlib import Path
 
 from monai.data import NibabelWriter
 
-__all__ = ["AtomicNibabelWriter"]
+__all__ = ["atomic_path", "AtomicNibabelWriter"]
+
+
+@contextmanager
+def atomic_path(path: str | PathLike, suffix: str = ".tmp") -> Iterator[str]:
+    """Yield a hidden temporary path beside ``path``; move it onto ``path`` only if the block completes.
+
+    An interrupted or failing write leaves the previous ``path`` (or none), never a truncated one: ``os.replace``
+    is atomic on one file system, and the temporary file is removed in every case.
+
+    Args:
+        path: the final file path; its folder is created if needed.
+        suffix: ending of the temporary name; writers that choose the format by extension need the real one
+            (e.g. ``".nii.gz"``).
+    """
+    folder, name = os.path.split(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=suffix)
+    os.close(handle)
+    try:
+        yield tmp
+        umask = os.umask(0)  # mkstemp creates 0600; give the file the permissions of an ordinary one
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 class AtomicNibabelWriter(NibabelWriter):
-    """MONAI's ``NibabelWriter`` that writes to a hidden temporary file in the target folder, then renames it.
+    """MONAI's ``NibabelWriter`` writing through :func:`atomic_path`: a label map is whole or absent.
 
-    An interrupted or failed write leaves either the previous file or no file, never a truncated one. Use it
-    as ``SaveImaged(..., writer="common.data.AtomicNibabelWriter")``.
+    Use it as ``SaveImaged(..., writer="common.data.AtomicNibabelWriter")``.
     """
 
     def write(self, filename, verbose: bool = False, **obj_kwargs) -> None:
-        target = Path(filename)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".partial-{uuid.uuid4().hex[:8]}-{target.name}")
-        try:
-            super().write(str(tmp), verbose=verbose, **obj_kwargs)
-            os.replace(tmp, target)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        suffix = ".nii.gz" if str(filename).endswith(".nii.gz") else Path(filename).suffix
+        with atomic_path(filename, suffix=suffix) as tmp:
+            super().write(tmp, verbose=verbose, **obj_kwargs)

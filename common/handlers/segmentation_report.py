@@ -8,8 +8,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -20,6 +19,7 @@ from monai.handlers.utils import write_metrics_reports
 from monai.utils import IgniteInfo, ImageMetaKey, ensure_tuple, min_version, optional_import, string_list_all_gather
 
 from common.data.errors import BundleInputError
+from common.data.writers import atomic_path
 from common.metrics.summary import format_table, summarize_per_class
 from common.visualize import OverlaySlice, largest_foreground_slice, plot_boxplots, plot_overlays
 
@@ -30,33 +30,9 @@ if TYPE_CHECKING:
 else:
     Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
 
-__all__ = ["SegmentationReport", "atomic_path"]
+__all__ = ["SegmentationReport"]
 
 logger = logging.getLogger(__name__)
-
-
-@contextmanager
-def atomic_path(path: str) -> Iterator[str]:
-    """Yield a temporary path in the folder of ``path``; move it onto ``path`` only if the block completes.
-
-    An interrupted or failing write never leaves a half-written ``path`` (``os.replace`` is atomic on one file
-    system); the temporary file is removed in every case.
-
-    Args:
-        path: final file path; its folder must exist.
-    """
-    folder, name = os.path.split(os.path.abspath(path))
-    handle, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        yield tmp
-        umask = os.umask(0)  # mkstemp creates 0600; give the report the permissions of an ordinary file
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _json_safe(value: Any) -> Any:

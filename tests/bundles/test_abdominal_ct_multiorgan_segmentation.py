@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -93,7 +96,7 @@ def test_label_names_agree_with_the_phantom():
 def tiny_phantoms(tmp_path_factory):
     root = tmp_path_factory.mktemp("abdomen")
     datalist = make_dataset(
-        "abdominal_ct_multiorgan", root / "data", n_cases=8, seed=1, n_validation=1, n_test=2, dicom=True,
+        "abdominal_ct_multiorgan", root / "data", n_cases=8, seed=1, n_validation=2, n_test=2, dicom=True,
         shape=[64, 64, 40], spacing=[6.0, 6.0, 6.0],
     )
     return root, datalist
@@ -249,3 +252,27 @@ def test_missing_model_is_a_clear_error(tmp_path):
         bundle_run(run_id="run", config_file=[INFER], logging_file=LOGGING, ckpt_dir=str(tmp_path))
     err = find_bundle_input_error(info.value)
     assert isinstance(err, BundleInputError) and "model.pt" in str(err)
+
+
+# ---------------------------------------------------------------------------------------------- multi-process
+
+
+@pytest.mark.slow
+def test_multi_gpu_config_runs_under_torchrun_on_cpu(tiny_phantoms, tmp_path):
+    """multi_gpu_train.json under torchrun with 2 processes (Gloo on CPU, NCCL on GPUs): DDP trains, rank 0 saves."""
+    _, datalist = tiny_phantoms
+    override = {
+        "datalist": str(datalist), "ckpt_dir": str(tmp_path / "models"), "output_dir": str(tmp_path / "eval"),
+        **TINY, "num_iterations": 8, "epoch_length": 4, "val_interval": 2, "batch_size": 2,
+    }
+    args = [f"--{k}={json.dumps(v)}" if not isinstance(v, str) else f"--{k}={v}" for k, v in override.items()]
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
+        "-m", "monai.bundle", "run", "--config_file", f"['{TRAIN}','{CONFIGS / 'multi_gpu_train.json'}','{DEMO}']",
+        "--logging_file", LOGGING, *args,
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-4000:]
+    state = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert not any(k.startswith("module.") for k in state), "the saved state_dict must not carry the DDP prefix"
+    assert (tmp_path / "eval" / "validation" / "val_mean_dice_summary.json").is_file()
