@@ -199,10 +199,12 @@ def _bad_cases(tmp: Path) -> dict[str, tuple[dict, str]]:
         "label_range": ({"image": good_img, "label": _write(tmp / "lab9.nii.gz", np.full((16, 16, 16), 9, np.uint8))},
                         "{9}"),
         "unreadable": ({"image": str(corrupt), "label": good_lab}, "unreadable"),
+        "nan_image": ({"image": _write(tmp / "nan.nii.gz", np.full((16, 16, 16), np.nan, np.float32)), "label": good_lab},
+                      "4096 NaN"),
     }
 
 
-@pytest.mark.parametrize("case", ["two_channels", "shape_mismatch", "label_range", "unreadable"])
+@pytest.mark.parametrize("case", ["two_channels", "shape_mismatch", "label_range", "unreadable", "nan_image"])
 def test_bad_training_input_names_file(tmp_path, case):
     item, words = _bad_cases(tmp_path)[case]
     datalist = tmp_path / "dataset.json"
