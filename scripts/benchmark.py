@@ -119,8 +119,8 @@ def main(repeats: int = 3, out: str | None = None, threads: int | None = None) -
     print(text)
     if out:
         Path(out).write_text(
-            "# Benchmarks\n\nProduced by `python scripts/benchmark.py --out BENCHMARKS.md` (from the repository root, in the "
-            "project venv). Ratios come from one run, side by side.\n\n## abdominal_ct_multiorgan_segmentation\n\n"
+            f"# Benchmarks\n\nProduced by `python scripts/benchmark.py --repeats {repeats} --out {out}` (from the repository "
+            "root, in the project venv). Ratios come from one run, side by side.\n\n## abdominal_ct_multiorgan_segmentation\n\n"
             + text + "\n"
         )
 
