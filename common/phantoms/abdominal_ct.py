@@ -58,7 +58,7 @@ DEFAULT_SPACING = (1.5, 1.5, 2.0)
 ABDOMINAL_CT_LABELS = {
     0: "background",
     1: "artery",
-    2: "portal_vein",
+    2: "portal vein",
     3: "liver",
     4: "spleen",
     5: "stomach",

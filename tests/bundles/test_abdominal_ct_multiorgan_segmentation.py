@@ -84,8 +84,13 @@ def test_dice_loss_hand_computed():
 
 
 def test_label_names_agree_with_the_phantom():
+    from common.phantoms.abdominal_ct import ABDOMINAL_CT_LABELS
+
     p = parse(TRAIN)
     assert list(p["class_names"].values()) == ORGANS
+    meta = json.loads((CONFIGS / "metadata.json").read_text(encoding="utf-8"))
+    channel_def = meta["network_data_format"]["outputs"]["pred"]["channel_def"]
+    assert channel_def == {str(k): v for k, v in ABDOMINAL_CT_LABELS.items()}
     assert p["hu_window"] == [-160, 240] and p["pixdim"] == [3.0, 3.0, 3.0]
 
 

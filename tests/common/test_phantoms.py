@@ -29,7 +29,7 @@ TASK = "abdominal_ct_multiorgan"
 LABELS = {
     0: "background",
     1: "artery",
-    2: "portal_vein",
+    2: "portal vein",
     3: "liver",
     4: "spleen",
     5: "stomach",
