@@ -14,8 +14,8 @@ from .checks import (
 )
 from .datalist import load_datalist, preflight_check
 from .errors import BundleInputError
-from .inputs import NIFTI_SUFFIXES, is_dicom_series_dir, list_inputs, require_file
-from .io import EXPECTED_IMAGE, ImageHeader, LoadImageChecked, read_image_array, read_image_header
+from .inputs import is_dicom_series_dir, list_inputs, require_file
+from .io import EXPECTED_IMAGE, NIFTI_SUFFIXES, ImageHeader, LoadImageChecked, read_image_array, read_image_header
 from .writers import AtomicNibabelWriter, atomic_path
 
 __all__ = [

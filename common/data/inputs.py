@@ -9,13 +9,11 @@ from pathlib import Path
 
 from common.data.datalist import load_datalist
 from common.data.errors import BundleInputError
+from common.data.io import NIFTI_SUFFIXES
 
-__all__ = ["NIFTI_SUFFIXES", "is_dicom_series_dir", "list_inputs", "require_file"]
+__all__ = ["is_dicom_series_dir", "list_inputs", "require_file"]
 
 logger = logging.getLogger(__name__)
-
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
-
 
 def is_dicom_series_dir(path: str | PathLike) -> bool:
     """Whether ``path`` is a folder holding DICOM files (``*.dcm`` or files with the ``DICM`` preamble)."""
@@ -52,20 +50,47 @@ def list_inputs(source: str | PathLike, key: str = "test", image_key: str = "ima
         raise BundleInputError(source, "no such file or folder", "a folder of NIfTI files/DICOM series, or a datalist")
     if source.is_file() and source.suffix == ".json":
         items = load_datalist(source, data_list_key=key, required_keys=(image_key,))
-        return [{image_key: item[image_key]} for item in items]
-    if source.is_file():
+        paths = [item[image_key] for item in items]
+    elif source.is_file():
         if not source.name.endswith(NIFTI_SUFFIXES):
             raise BundleInputError(source, "a file that is neither NIfTI nor JSON", "a .nii/.nii.gz file or a datalist")
-        return [{image_key: str(source)}]
-    if is_dicom_series_dir(source):
-        return [{image_key: str(source)}]
-    found = [
-        p for p in sorted(source.iterdir()) if (p.is_file() and p.name.endswith(NIFTI_SUFFIXES)) or is_dicom_series_dir(p)
-    ]
-    if not found:
-        raise BundleInputError(source, "a folder with no NIfTI file and no DICOM series", "at least one input image")
-    logger.info("%d input image(s) in %s", len(found), source)
-    return [{image_key: str(p)} for p in found]
+        paths = [str(source)]
+    elif is_dicom_series_dir(source):
+        paths = [str(source)]
+    else:
+        paths = [
+            str(p)
+            for p in sorted(source.iterdir())
+            if (p.is_file() and p.name.endswith(NIFTI_SUFFIXES)) or is_dicom_series_dir(p)
+        ]
+        if not paths:
+            raise BundleInputError(source, "a folder with no NIfTI file and no DICOM series", "at least one input image")
+    _check_distinct_outputs(source, paths)
+    logger.info("%d input image(s) from %s", len(paths), source)
+    return [{image_key: p} for p in paths]
+
+
+def _output_stem(path: str) -> str:
+    """The name a label map is written under (``SaveImaged`` drops the folder and the NIfTI ending)."""
+    name = Path(path).name
+    for suffix in (".nii.gz", ".nii"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _check_distinct_outputs(source: Path, paths: list[str]) -> None:
+    """Refuse inputs whose label maps would overwrite each other (e.g. ``a.nii`` and ``a.nii.gz``)."""
+    seen: dict[str, str] = {}
+    for path in paths:
+        stem = _output_stem(path)
+        if stem in seen:
+            raise BundleInputError(
+                source,
+                f"two inputs, {seen[stem]} and {path}, whose label maps would both be written as {stem}_seg.nii.gz",
+                "input names that differ after dropping the folder and the .nii/.nii.gz ending",
+            )
+        seen[stem] = path
 
 
 def require_file(path: str | PathLike, what: str) -> str:

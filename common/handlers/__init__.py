@@ -1,5 +1,6 @@
-"""Ignite handlers for the bundles' train/validate/evaluate workflows."""
+"""Ignite handlers for the bundles' train/validate/evaluate/infer workflows."""
 
 from common.handlers.segmentation_report import SegmentationReport
+from common.handlers.staged_outputs import StagedOutputs
 
-__all__ = ["SegmentationReport"]
+__all__ = ["SegmentationReport", "StagedOutputs"]

@@ -42,7 +42,7 @@ class UNet3D(torch.nn.Module):
     Unlike Çiçek's *valid* convolutions, the paper uses zero padding ("same size convolutions") so input and output
     have the same size. Each spatial size must be divisible by ``2 ** (len(features) - 1)`` (8 by default).
 
-    With the defaults (1 input channel, 8 outputs) the network has 19,074,376 trainable parameters (the paper's
+    With the defaults (1 input channel, 8 outputs) the network has 19,074,120 trainable parameters (the paper's
     "~19M").
 
     Args:

@@ -89,7 +89,8 @@ class RandBSplineAffined(RandomizableTransform, MapTransform):
         translate_range: translation range in voxels per axis (paper: 20).
         mode: interpolation per key, e.g. ``("bilinear", "nearest")``.
         padding_mode: padding per key for samples outside the input.
-        prob: probability of applying the deformation and motion; otherwise the centre crop is returned.
+        prob: probability of applying the deformation and motion; otherwise the plain crop (centred, or at the
+            random position with ``random_center``) is returned.
         allow_missing_keys: don't raise for missing keys.
 
     Input ``[C, *spatial]`` per key -> output ``[C, *spatial_size]`` per key.

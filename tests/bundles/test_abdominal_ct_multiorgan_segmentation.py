@@ -25,7 +25,7 @@ TRAIN, EVALUATE, INFER, DEMO = (str(CONFIGS / f) for f in ("train.json", "evalua
 LOGGING = str(CONFIGS / "logging.conf")
 ORGANS = ["artery", "portal vein", "liver", "spleen", "stomach", "gallbladder", "pancreas"]
 
-# small and fast, same code path as the demo: phantoms at 6 mm, a narrow network, 32^3 patches
+# small and fast, same code path as the demo: a narrow network, 32^3 patches on a 6 mm grid
 TINY = {
     "pixdim": [6.0, 6.0, 6.0],
     "network_def#features": [8, 16, 32, 64],
@@ -81,6 +81,12 @@ def test_dice_loss_hand_computed():
     logits[0, 3, 0], logits[0, 5, 1] = 30.0, 30.0
     label = torch.tensor([3.0, 5.0]).reshape(1, 1, 2, 1, 1)
     assert float(loss(logits, label)) == pytest.approx(0.0, abs=1e-4)
+    # Dice per image volume (II.C: "voxel i of N in the current image volume"): a batch of two volumes costs the
+    # sum of their own losses, which a Dice pooled over the batch would not
+    a, b = torch.randn(1, 8, 3, 2, 2), torch.randn(1, 8, 3, 2, 2)
+    la, lb = torch.randint(0, 8, (1, 1, 3, 2, 2)).float(), torch.zeros(1, 1, 3, 2, 2)
+    both = float(loss(torch.cat([a, b]), torch.cat([la, lb])))
+    assert both == pytest.approx(float(loss(a, la)) + float(loss(b, lb)), rel=1e-5)
 
 
 def test_label_names_agree_with_the_phantom():
@@ -102,7 +108,7 @@ def tiny_phantoms(tmp_path_factory):
     root = tmp_path_factory.mktemp("abdomen")
     datalist = make_dataset(
         "abdominal_ct_multiorgan", root / "data", n_cases=8, seed=1, n_validation=2, n_test=2, dicom=True,
-        shape=[64, 64, 40], spacing=[6.0, 6.0, 6.0],
+        shape=[80, 80, 48], spacing=[4.8, 4.8, 5.0],  # resampled to the 6 mm network grid and back
     )
     return root, datalist
 
@@ -237,21 +243,34 @@ def test_missing_datalist_entry(tmp_path):
     assert "validation" in str(find_bundle_input_error(info.value))
 
 
-def test_bad_inference_input_writes_nothing(tmp_path):
+@pytest.mark.parametrize(
+    "bad_name, bad_array, words",
+    [
+        # caught by the header preflight, before the run starts
+        ("b_two_channels.nii.gz", np.zeros((16, 16, 16, 2), np.int16), "2 channels"),
+        # caught only when the case is loaded, after a_good's label map was computed: nothing may be published
+        ("b_nan.nii.gz", np.where(np.arange(16**3).reshape(16, 16, 16) % 64 == 0, np.nan, 0).astype(np.float32),
+         "64 NaN"),
+    ],
+)
+def test_bad_inference_input_writes_nothing(tmp_path, bad_name, bad_array, words):
     images = tmp_path / "images"
     images.mkdir()
     _write(images / "a_good.nii.gz", np.zeros((16, 16, 16), np.int16))
-    _write(images / "b_two_channels.nii.gz", np.zeros((16, 16, 16, 2), np.int16))
+    _write(images / bad_name, bad_array)
     torch.save(parse(INFER).get_parsed_content("network_def").state_dict(), tmp_path / "model.pt")
     out = tmp_path / "out"
+    out.mkdir()
+    (out / "earlier_seg.nii.gz").write_bytes(b"an earlier run's result")
     with pytest.raises(Exception) as info:
         bundle_run(
             run_id="run", config_file=[INFER], logging_file=LOGGING,
             input=str(images), ckpt_dir=str(tmp_path), output_dir=str(out),
         )
     err = find_bundle_input_error(info.value)
-    assert isinstance(err, BundleInputError) and "b_two_channels.nii.gz" in str(err) and "2 channels" in str(err)
-    assert not out.exists() or not any(out.iterdir())
+    assert isinstance(err, BundleInputError) and bad_name in str(err) and words in str(err), info.value
+    assert sorted(p.name for p in out.iterdir()) == ["earlier_seg.nii.gz"]
+    assert (out / "earlier_seg.nii.gz").read_bytes() == b"an earlier run's result"
 
 
 def test_missing_model_is_a_clear_error(tmp_path):

@@ -1,0 +1,71 @@
+"""Ignite handler that publishes a run's output files only when the whole run succeeds."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from monai.utils import IgniteInfo, min_version, optional_import
+
+Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+else:
+    Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
+
+__all__ = ["StagedOutputs"]
+
+logger = logging.getLogger(__name__)
+
+
+class StagedOutputs:
+    """Writers put files in ``staging_dir``; on success they move to ``output_dir``, on failure they are deleted.
+
+    Implements BUNDLE_CONTRACT.md "Errors": a run that fails part way (a bad case found while loading, a crash)
+    leaves no partial set of label maps, and files already in ``output_dir`` are only replaced by a run that
+    completed. Point the writers (e.g. ``SaveImaged(output_dir=...)``) at ``staging_dir`` and list this handler
+    first among the engine's handlers, so its clean-up runs before other exception handlers re-raise.
+
+    Args:
+        staging_dir: the folder writers write into; emptied at the start of a run. Keep it inside ``output_dir``
+            (same file system), e.g. ``<output_dir>/.partial``.
+        output_dir: where the files are published, keeping their paths relative to ``staging_dir``.
+    """
+
+    def __init__(self, staging_dir: str | os.PathLike, output_dir: str | os.PathLike) -> None:
+        self.staging_dir = Path(staging_dir)
+        self.output_dir = Path(output_dir)
+        if self.staging_dir.resolve() == self.output_dir.resolve():
+            raise ValueError(f"staging_dir must differ from output_dir, got {self.staging_dir} for both.")
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self.start)
+        engine.add_event_handler(Events.COMPLETED, self.commit)
+        engine.add_event_handler(Events.EXCEPTION_RAISED, self.discard)
+
+    def start(self, engine: Engine | None = None) -> None:
+        """Begin with an empty staging folder (a crashed earlier run may have left one)."""
+        shutil.rmtree(self.staging_dir, ignore_errors=True)
+        self.staging_dir.mkdir(parents=True)
+
+    def commit(self, engine: Engine | None = None) -> list[Path]:
+        """Move every staged file into ``output_dir`` (``os.replace``: each file appears whole); return them."""
+        published = []
+        for f in sorted(p for p in self.staging_dir.rglob("*") if p.is_file()):
+            target = self.output_dir / f.relative_to(self.staging_dir)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(f, target)
+            published.append(target)
+        shutil.rmtree(self.staging_dir, ignore_errors=True)
+        logger.info("published %d file(s) in %s", len(published), self.output_dir)
+        return published
+
+    def discard(self, engine: Engine | None = None, e: Exception | None = None) -> None:
+        """Delete what the failed run staged, then re-raise its error (Ignite expects an exception handler to)."""
+        shutil.rmtree(self.staging_dir, ignore_errors=True)
+        logger.error("run failed: nothing was written to %s", self.output_dir)
+        if e is not None:
+            raise e
