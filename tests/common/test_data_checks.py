@@ -293,7 +293,7 @@ def test_preflight_list_of_files_is_channels(tmp_path):
 
 
 def test_preflight_dicom_series(tmp_path):
-    itk = pytest.importorskip("itk")
+    import itk  # pinned in requirements.txt: a missing itk must fail, not skip
     folder = tmp_path / "ct_series"
     folder.mkdir()
     volume = itk.image_from_array(np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6))  # (z, y, x)
