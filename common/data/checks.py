@@ -22,6 +22,7 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import LoadImaged, MapTransform
+from monai.utils import convert_to_numpy
 
 from .errors import BundleInputError
 from .io import LoadImageChecked
@@ -79,16 +80,9 @@ def _source(data: Mapping, key: Hashable) -> str:
     return str(name) if name else f"data[{key!r}] (no file name in its meta data)"
 
 
-def _as_numpy(x) -> np.ndarray:
-    """A numpy view of a CPU tensor or array (a copy only for a tensor on another device)."""
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().numpy()
-    return np.asarray(x)
-
-
 def _affine(x) -> np.ndarray | None:
     affine = getattr(x, "affine", None)
-    return None if affine is None else _as_numpy(affine).astype(np.float64, copy=False)
+    return None if affine is None else convert_to_numpy(affine).astype(np.float64, copy=False)
 
 
 # --- plain checks -------------------------------------------------------------------------------------------------
@@ -209,7 +203,7 @@ def check_label_values(label, allowed_values: Sequence[int], source: str) -> Non
     allowed = np.unique(np.asarray(list(allowed_values), dtype=np.float64))
     if allowed.size == 0:
         raise ValueError("allowed_values must name at least one label value.")
-    arr = _as_numpy(label)
+    arr = convert_to_numpy(label)
     if arr.size == 0:
         return
     contiguous = bool(np.all(allowed == np.round(allowed))) and allowed[-1] - allowed[0] + 1 == allowed.size
@@ -255,7 +249,7 @@ def check_finite_values(image, source: str) -> None:
     Raises:
         BundleInputError: e.g. ``"<file>: found 3 NaN and 0 infinite voxel values; expected finite values ..."``.
     """
-    arr = _as_numpy(image)
+    arr = convert_to_numpy(image)
     if not np.issubdtype(arr.dtype, np.floating) or arr.size == 0:
         return
     if np.isfinite(np.sum(arr, dtype=np.float64)):

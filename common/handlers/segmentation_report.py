@@ -12,11 +12,10 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from monai.data import decollate_batch
 from monai.handlers.utils import write_metrics_reports
-from monai.utils import IgniteInfo, ImageMetaKey, ensure_tuple, min_version, optional_import, string_list_all_gather
+from monai.utils import IgniteInfo, convert_to_numpy, ImageMetaKey, ensure_tuple, min_version, optional_import, string_list_all_gather
 
 from common.data.errors import BundleInputError
 from common.data.writers import atomic_path
@@ -57,13 +56,9 @@ def _as_items(data: Any) -> list[Any]:
     return []
 
 
-def _to_numpy(x: Any) -> np.ndarray:
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-
-
 def _index_map(x: Any, key: str) -> np.ndarray:
     """``[C, H, W, D]`` one-hot/probabilities (argmax over C) or ``[1, H, W, D]`` index map -> ``[H, W, D]`` ints."""
-    array = _to_numpy(x)
+    array = convert_to_numpy(x)
     if array.ndim != 4:
         raise BundleInputError(
             None, f"'{key}' of shape {tuple(array.shape)}", "channel-first 3-D data [C, H, W, D] (one-hot or index)"
@@ -239,7 +234,7 @@ class SegmentationReport:
         if image is None:
             volume = reference.astype(np.float64)
         else:
-            volume = _to_numpy(image).astype(np.float64)
+            volume = convert_to_numpy(image).astype(np.float64)
             volume = volume[0] if volume.ndim == 4 else volume
         if not (volume.shape == reference.shape == prediction.shape):
             raise BundleInputError(
@@ -293,7 +288,7 @@ class SegmentationReport:
                     f"no metric_details['{metric}'] (available: {sorted(details)})",
                     "a metric attached under that name with save_details=True",
                 )
-            values = _to_numpy(details[metric]).astype(np.float64)
+            values = convert_to_numpy(details[metric]).astype(np.float64)
             values = values.reshape(-1, 1) if values.ndim == 1 else values
             if values.ndim != 2:
                 raise BundleInputError(
