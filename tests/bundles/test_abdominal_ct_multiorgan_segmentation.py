@@ -65,6 +65,16 @@ def test_defaults_follow_the_paper():
     assert list(inferer.roi_size) == [-1, -1, 64]
 
 
+@pytest.mark.parametrize("overlays", [[], [DEMO]])
+def test_restated_values_agree(overlays):
+    """Values the configs state twice: the pad divisor is the network's, the z tile depth is the training patch's."""
+    p = parse(TRAIN, *overlays)
+    net = p.get_parsed_content("network_def")
+    assert p["network_divisor"] == [net.divisor, net.divisor, 1] == [8, 8, 1]
+    assert p["sw_roi_size"][2] == p["patch_size"][2]
+    assert p["num_classes"] == len(p["class_names"]) + 1
+
+
 def test_dice_loss_hand_computed():
     """Sum over all 8 classes (background included, weights 1) of 1 - 2 sum(p r) / (sum p^2 + sum r^2)."""
     loss = parse(TRAIN).get_parsed_content("loss")
