@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import enum
+import inspect
 import json
+import pydoc
 import re
+import shutil
+from itertools import zip_longest
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigParser, ConfigWorkflow, ckpt_export, verify_net_in_out
+from monai.bundle import ConfigComponent, ConfigParser, ConfigWorkflow, ckpt_export, verify_net_in_out
+from monai.transforms import DivisiblePadd
+from monai.utils import ensure_tuple
 
 from tests.conftest import ROOT, SCHEMA_DIR
 
@@ -54,7 +63,8 @@ def test_layout(bundle):
 
 
 def test_metadata_valid_against_zoo_schema(bundle):
-    jsonschema = pytest.importorskip("jsonschema")
+    import jsonschema  # pinned in requirements.txt: a missing package must fail, not skip
+
     schema_file = SCHEMA_DIR / "meta_schema_20240725.json"
     if not schema_file.is_file():
         pytest.skip(f"{schema_file} is absent (the shared/ folder is not beside this checkout)")
@@ -96,9 +106,9 @@ def test_config_ids(bundle):
     assert len(val_handlers) == 1 and val_handlers[0]["interval"] == "@val_interval"
     for key in INFER_IDS + ["imports", "bundle_root", "device", "dataset_dir", "output_dir", "ckpt_dir"]:
         assert key in infer, f"inference.json lacks {key}"
-    for cfg in (train, infer):
-        for key in ("initialize", "run"):
-            assert key in cfg
+    for name, cfg in (("train.json", train), ("inference.json", infer)):
+        for key in ("initialize", "run", "finalize"):  # the contract's initialize/run/finalize
+            assert key in cfg, f"{name} lacks {key}"
 
 
 def test_train_and_inference_share_values(bundle):
@@ -144,20 +154,367 @@ def test_check_properties(bundle, workflow_type, config, tmp_path):
     assert wf.check_properties() == []
 
 
-@pytest.mark.parametrize("overlay", ["evaluate.json", "multi_gpu_train.json", "demo.json"])
-def test_overlays_merge_and_build_network(bundle, overlay):
+# ------------------------------------------------------------------------------------------ overlays, variants
+# The checks are functions of config files returning their findings, so that the negative tests at the end can run
+# them on broken copies of the configs (written to tmp_path) and show that each check does fail.
+
+# (overlay, base): an id "a#b#c" the overlay sets needs "a#b" in the base; top-level ids may be new (an overlay adds
+# ids). ConfigParser adds any new leaf or top-level id silently; a missing parent makes it raise a bare
+# "KeyError: 'query key: b'" only when that very pair of files is merged. Variants may not add ids at all.
+OVERLAY_BASES = [
+    ("evaluate.json", "train.json"),
+    ("multi_gpu_train.json", "train.json"),
+    ("demo.json", "train.json"),
+    ("demo.json", "inference.json"),
+]
+DESCRIPTION_KEYS = {"_desc_"}
+
+
+def parse_configs(*files: str | Path) -> ConfigParser:
     parser = ConfigParser()
-    parser.read_config([str(bundle / "configs" / "train.json"), str(bundle / "configs" / overlay)])
+    parser.read_config([str(f) for f in files])
+    return parser
+
+
+def overlay_keys(overlay: Path) -> list[tuple[str, bool]]:
+    """(id with '#' separators, whether it is a '+' merge key) for each key the overlay sets."""
+    keys = json.loads(overlay.read_text(encoding="utf-8"))
+    return [(k.lstrip("+").replace("::", "#"), k.startswith("+")) for k in keys]
+
+
+def overlay_id_problems(base: Path, overlay: Path) -> list[str]:
+    parser = parse_configs(base)
+    problems = []
+    for key, merge in overlay_keys(overlay):
+        if merge and key not in parser:
+            problems.append(f"{overlay.name}: '+{key}' merges into {key!r}, which {base.name} does not have")
+        elif "#" in key and key.rsplit("#", 1)[0] not in parser:
+            parent = key.rsplit("#", 1)[0]
+            problems.append(f"{overlay.name}: {key!r} needs {parent!r}, which {base.name} does not have")
+    return problems
+
+
+def variant_id_problems(configs: Path, variant: Path) -> list[str]:
+    """Variants only change existing values: each id must exist, with its full path, in train.json + evaluate.json."""
+    parser = parse_configs(configs / "train.json", configs / "evaluate.json")
+    return [
+        f"variants/{variant.name}: {key!r} is not an id of train.json + evaluate.json"
+        for key, _ in overlay_keys(variant)
+        if key not in DESCRIPTION_KEYS and key not in parser
+    ]
+
+
+@pytest.mark.parametrize("overlay, base", OVERLAY_BASES)
+def test_overlay_ids_exist_in_base(bundle, overlay, base):
+    configs = bundle / "configs"
+    problems = overlay_id_problems(configs / base, configs / overlay)
+    assert not problems, "\n".join(problems)
+    parser = parse_configs(configs / base, configs / overlay)
     assert isinstance(parser.get_parsed_content("network_def"), torch.nn.Module)
     assert "run" in parser
 
 
-def test_variants_merge_and_build(bundle):
-    for variant in sorted((bundle / "configs" / "variants").glob("*.json")):
-        parser = ConfigParser()
-        parser.read_config([str(bundle / "configs" / "train.json"), str(variant)])
+def test_variants_only_change_existing_ids(bundle):
+    configs = bundle / "configs"
+    variants = sorted((configs / "variants").glob("*.json"))
+    problems = [p for variant in variants for p in variant_id_problems(configs, variant)]
+    assert not problems, "\n".join(problems)
+    for variant in variants:
+        parser = parse_configs(configs / "train.json", variant)
         assert isinstance(parser.get_parsed_content("network_def"), torch.nn.Module), variant
         parser.get_parsed_content("loss")
+
+
+def sandboxed(parser: ConfigParser, tmp_path: Path) -> ConfigParser:
+    """Point every folder (and the datalist) into tmp_path: nothing is written into the repository, and a missing
+    data set makes whatever tries to read it fail."""
+    overrides = {
+        "ckpt_dir": str(tmp_path / "models"),
+        "output_dir": str(tmp_path / "eval"),
+        "dataset_dir": str(tmp_path / "no_data"),
+        "datalist": str(tmp_path / "no_data" / "dataset.json"),
+    }
+    parser.update({k: v for k, v in overrides.items() if k in parser})
+    return parser
+
+
+def resolve_validation(parser: ConfigParser) -> tuple[list, dict]:
+    """The validation handlers and key metric, instantiated (no data set needed)."""
+    handlers = [h for h in parser.get_parsed_content("validate#handlers") if h is not None]
+    metric_id = "validate#evaluator#key_val_metric"
+    metric = parser.get_parsed_content(metric_id if metric_id in parser else "validate#key_metric")
+    return handlers, metric
+
+
+@pytest.mark.parametrize("overlays", [[], ["evaluate.json"]], ids=["train", "train+evaluate"])
+def test_validation_handlers_and_metric_resolve(bundle, overlays, tmp_path):
+    from ignite.metrics import Metric
+
+    configs = bundle / "configs"
+    parser = sandboxed(parse_configs(configs / "train.json", *(configs / o for o in overlays)), tmp_path)
+    try:
+        handlers, metric = resolve_validation(parser)
+    except Exception as err:  # noqa: BLE001 - name the section, then show MONAI's message
+        files = " + ".join(["train.json", *overlays])
+        pytest.fail(
+            f"{files}: validate#handlers / key metric do not resolve (the datalist points to a missing file, "
+            f"so this also fails if they need the data set): {err}"
+        )
+    assert handlers and all(callable(getattr(h, "attach", None)) for h in handlers), handlers
+    assert isinstance(metric, dict) and metric, metric
+    assert all(isinstance(m, Metric) for m in metric.values()), metric
+    assert not (tmp_path / "no_data").exists(), "resolving the validation handlers touched the data set folder"
+
+
+def ddp_problems(parser: ConfigParser) -> list[str]:
+    def expressions(key: str) -> list[str]:
+        value = parser[key] if key in parser else []
+        return [e for e in (value if isinstance(value, list) else [value]) if isinstance(e, str) and e.startswith("$")]
+
+    problems = []
+    if not any("init_process_group" in e for e in expressions("initialize")):
+        problems.append("initialize has no init_process_group expression")
+    if not any("destroy_process_group" in e for e in expressions("finalize")):
+        problems.append("finalize has no destroy_process_group expression")
+    if "LOCAL_RANK" not in str(parser["device"] if "device" in parser else ""):
+        problems.append(f"device does not use LOCAL_RANK: {parser.get('device')!r}")
+    return problems
+
+
+def test_multi_gpu_overlay_sets_up_and_tears_down_ddp(bundle):
+    configs = bundle / "configs"
+    problems = ddp_problems(parse_configs(configs / "train.json", configs / "multi_gpu_train.json"))
+    assert not problems, "multi_gpu_train.json over train.json: " + "; ".join(problems)
+
+
+# ------------------------------------------------------------------------- inference pre-processing = training's
+
+LABEL_ONLY = {"CheckShapeMatchd", "CheckLabelValuesd"}  # act on the image too, but only to check it against the label
+# not compared: config keywords, the keys, and bookkeeping that does not change the image's values
+NOT_ARGS = {"_target_", "_desc_", "_requires_", "_disabled_", "_mode_", "keys", "allow_missing_keys"}
+NOT_ARGS |= {"track_meta", "lazy", "meta_keys", "meta_key_postfix"}
+PER_KEY_ARGS = {"mode", "padding_mode", "align_corners", "dtype", "scale_extent"}  # one value per key allowed
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "<not set, no default>"
+
+
+UNSET = _Unset()
+
+
+def short_name(target: str) -> str:
+    return target.rsplit(".", 1)[-1]
+
+
+def module_of(target: str) -> str:
+    return ConfigComponent({"_target_": target}).resolve_module_name()
+
+
+def plain(value: Any) -> Any:
+    """A comparable plain-Python form: tuples/arrays/tensors as lists, enums as their values."""
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        return plain(value.tolist())
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, enum.Enum):
+        return value.value
+    return value
+
+
+def transform_list(parser: ConfigParser, list_id: str) -> list[tuple[str, dict]]:
+    """(id, config) of each transform of the list `list_id`, or of the lists its "$@a + @b" expression adds up."""
+    value = parser[list_id]
+    if isinstance(value, list):
+        return [(f"{list_id}#{i}", t) for i, t in enumerate(value) if isinstance(t, dict) and "_target_" in t]
+    if isinstance(value, str) and value[:1] == "%" and value[1:] in parser:
+        return transform_list(parser, value[1:])
+    found: list[tuple[str, dict]] = []
+    if isinstance(value, str) and value.startswith("$"):
+        for ref in re.findall(r"@([\w#:]+)", value):
+            ref = ref.replace("::", "#").rstrip("#:")
+            sub = parser[ref] if ref in parser else None
+            if isinstance(sub, list) and sub and all(isinstance(t, dict) and "_target_" in t for t in sub):
+                found += transform_list(parser, ref)
+    return found
+
+
+def transform_keys(parser: ConfigParser, tid: str, cfg: dict) -> list:
+    return list(ensure_tuple(parser.get_parsed_content(f"{tid}#keys"))) if "keys" in cfg else []
+
+
+def image_transforms(parser: ConfigParser, list_id: str) -> list[tuple[str, dict]]:
+    return [
+        (tid, cfg)
+        for tid, cfg in transform_list(parser, list_id)
+        if short_name(cfg["_target_"]) not in LABEL_ONLY and "image" in transform_keys(parser, tid, cfg)
+    ]
+
+
+def arg_value(parser: ConfigParser, tid: str, cfg: dict, arg: str) -> Any:
+    """What the transform gets for `arg`: resolved (@refs, $expressions), else the signature's default; for an
+    argument given per key, the image's entry."""
+    if arg in cfg:
+        raw = cfg[arg]
+        value = raw if ConfigComponent.is_instantiable(raw) else parser.get_parsed_content(f"{tid}#{arg}")
+    else:
+        cls = pydoc.locate(module_of(cfg["_target_"]))
+        param = inspect.signature(cls).parameters.get(arg) if cls is not None else None
+        if param is None or param.default is inspect.Parameter.empty:
+            return UNSET
+        value = param.default
+    keys = transform_keys(parser, tid, cfg)
+    if arg in PER_KEY_ARGS and isinstance(value, (list, tuple)) and len(value) == len(keys):
+        value = value[keys.index("image")]
+    return value
+
+
+def pad_sizes(transforms: list) -> list:
+    return [plain(t.padder.k) for t in transforms if isinstance(t, DivisiblePadd) and "image" in t.keys]
+
+
+def preprocessing_mismatch(train: ConfigParser, infer: ConfigParser) -> str | None:
+    """The first difference, for the image, between inference.json's preprocessing#transforms and the transform
+    list train.json's validate#preprocessing builds on (None when they match)."""
+    val_list = "validate#preprocessing#transforms"
+    if not transform_list(train, val_list):
+        return f"cannot find the transform list train.json's {val_list} builds on"
+    t_list, i_list = image_transforms(train, val_list), image_transforms(infer, "preprocessing#transforms")
+    extra: list[tuple[str, dict]] = []
+    for n, (t, i) in enumerate(zip_longest(t_list, i_list)):
+        if i is None:
+            return f"image transform #{n}: inference.json lacks train.json's {t[1]['_target_']} ({t[0]})"
+        if t is None:
+            extra.append(i)
+            continue
+        (tid, tcfg), (iid, icfg) = t, i
+        if module_of(tcfg["_target_"]) != module_of(icfg["_target_"]):
+            return (
+                f"image transform #{n}: train.json {tid} is {tcfg['_target_']}, "
+                f"inference.json {iid} is {icfg['_target_']}"
+            )
+        for arg in [a for a in [*tcfg, *(a for a in icfg if a not in tcfg)] if a not in NOT_ARGS]:
+            tval, ival = arg_value(train, tid, tcfg, arg), arg_value(infer, iid, icfg, arg)
+            if plain(tval) != plain(ival):
+                return (
+                    f"image transform #{n} {tcfg['_target_']}: {arg} is {plain(tval)!r} in train.json ({tid}#{arg}) "
+                    f"but {plain(ival)!r} in inference.json ({iid}#{arg})"
+                )
+    # inference may end with the DivisiblePadd that validate#preprocessing's expression adds to the list
+    not_pads = [(iid, icfg["_target_"]) for iid, icfg in extra if short_name(icfg["_target_"]) != "DivisiblePadd"]
+    if not_pads:
+        return f"inference.json {not_pads[0][0]} ({not_pads[0][1]}) has no counterpart in train.json's {val_list}"
+    val_pads = pad_sizes(train.get_parsed_content("validate#preprocessing").transforms)
+    for tid, tcfg in t_list:  # pads already in the list were compared above
+        k = plain(arg_value(train, tid, tcfg, "k")) if short_name(tcfg["_target_"]) == "DivisiblePadd" else None
+        if k in val_pads:
+            val_pads.remove(k)
+    infer_pads = [plain(arg_value(infer, iid, icfg, "k")) for iid, icfg in extra]
+    if infer_pads != val_pads:
+        return f"validate#preprocessing pads the image to multiples of {val_pads}, inference.json to {infer_pads}"
+    return None
+
+
+@pytest.mark.parametrize("overlays", [[], ["demo.json"]], ids=["default", "demo"])
+def test_inference_preprocessing_matches_training(bundle, overlays):
+    configs = bundle / "configs"
+    demo = [configs / o for o in overlays]
+    train, infer = parse_configs(configs / "train.json", *demo), parse_configs(configs / "inference.json", *demo)
+    mismatch = preprocessing_mismatch(train, infer)
+    assert mismatch is None, mismatch
+
+
+# ---------------------------------------------------------------- the checks above fail on broken configs
+
+
+def broken_copy(bundle: Path, tmp_path: Path) -> Path:
+    """A copy of the bundle's configs in tmp_path, to break."""
+    return Path(shutil.copytree(bundle / "configs", tmp_path / "configs"))
+
+
+def edit(path: Path, change) -> None:
+    cfg = json.loads(path.read_text(encoding="utf-8"))
+    change(cfg)
+    path.write_text(json.dumps(cfg, indent=4), encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    "overlay, base, key",
+    [("evaluate.json", "train.json", "validate#evalutor#amp"), ("demo.json", "inference.json", "netwrk_def#features")],
+)
+def test_negative_misspelt_overlay_section_is_caught(bundle, tmp_path, overlay, base, key):
+    configs = broken_copy(bundle, tmp_path)
+    edit(configs / overlay, lambda cfg: cfg.update({key: 1}))
+    problems = overlay_id_problems(configs / base, configs / overlay)
+    assert any(repr(key.rsplit("#", 1)[0]) in p for p in problems), problems
+
+
+def test_negative_misspelt_variant_id_is_caught(bundle, tmp_path):
+    configs = broken_copy(bundle, tmp_path)
+    variant = configs / "variants" / "misspelt.json"
+    variant.write_text(json.dumps({"_desc_": "typos", "lerning_rate": 0.1, "loss#sqaured_pred": False}))
+    problems = variant_id_problems(configs, variant)
+    for key in ("'lerning_rate'", "'loss#sqaured_pred'"):
+        assert any(key in p for p in problems), problems
+
+
+def _inference_transforms(cfg: dict) -> list[dict]:
+    transforms = cfg["preprocessing"]["transforms"]
+    if not isinstance(transforms, list):
+        pytest.skip("inference.json's preprocessing#transforms is not a plain list")
+    return transforms
+
+
+def _first(cfg: dict, target: str) -> dict:
+    found = [t for t in _inference_transforms(cfg) if short_name(t.get("_target_", "")) == target]
+    if not found:
+        pytest.skip(f"inference.json has no {target}")
+    return found[0]
+
+
+def _change_referenced_pixdim(cfg: dict) -> None:
+    """Change the top-level value Spacingd's "@pixdim" refers to: the check must resolve the reference."""
+    if _first(cfg, "Spacingd").get("pixdim") != "@pixdim" or "pixdim" not in cfg:
+        pytest.skip('inference.json\'s Spacingd does not take "@pixdim"')
+    cfg["pixdim"] = [9.0] * len(cfg["pixdim"])
+
+
+# (what to break in inference.json, words the mismatch message must contain)
+BREAKS = {
+    "a_min": (lambda cfg: _first(cfg, "ScaleIntensityRanged").update(a_min=-1234), ["ScaleIntensityRanged", "a_min"]),
+    "pixdim_ref": (lambda cfg: _change_referenced_pixdim(cfg), ["Spacingd", "pixdim", "9.0"]),
+    "axcodes": (lambda cfg: _first(cfg, "Orientationd").update(axcodes="LPS"), ["Orientationd", "axcodes"]),
+    "dropped": (lambda cfg: _inference_transforms(cfg).remove(_first(cfg, "Orientationd")), ["Orientationd"]),
+    "pad": (lambda cfg: _first(cfg, "DivisiblePadd").update(k=[32, 32, 32]), ["pads", "32"]),
+}
+
+
+@pytest.mark.parametrize("what", list(BREAKS))
+def test_negative_inference_preprocessing_change_is_caught(bundle, tmp_path, what):
+    configs = broken_copy(bundle, tmp_path)
+    change, words = BREAKS[what]
+    edit(configs / "inference.json", change)
+    mismatch = preprocessing_mismatch(parse_configs(configs / "train.json"), parse_configs(configs / "inference.json"))
+    assert mismatch is not None and all(w in mismatch for w in words), mismatch
+
+
+def test_negative_broken_overlays_are_caught(bundle, tmp_path):
+    configs = broken_copy(bundle, tmp_path)
+    edit(configs / "evaluate.json", lambda cfg: cfg.update({"validate#handlers": [{"_target_": "StatsHandlr"}]}))
+    with pytest.raises(Exception, match="StatsHandlr"):
+        resolve_validation(sandboxed(parse_configs(configs / "train.json", configs / "evaluate.json"), tmp_path))
+    def no_ddp_teardown_or_rank(cfg: dict) -> None:
+        cfg.pop("finalize", None)
+        cfg["device"] = "$torch.device('cpu')"
+
+    edit(configs / "multi_gpu_train.json", no_ddp_teardown_or_rank)
+    problems = ddp_problems(parse_configs(configs / "train.json", configs / "multi_gpu_train.json"))
+    assert len(problems) == 2 and "finalize" in problems[0] and "LOCAL_RANK" in problems[1], problems
 
 
 def test_demo_overlay_applies_to_inference(bundle):
