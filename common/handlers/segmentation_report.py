@@ -9,25 +9,19 @@ import os
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import ignite.distributed as idist
 import numpy as np
-
+from ignite.engine import Engine, Events
 from monai.data import decollate_batch
 from monai.handlers.utils import write_metrics_reports
-from monai.utils import IgniteInfo, convert_to_numpy, ImageMetaKey, ensure_tuple, min_version, optional_import, string_list_all_gather
+from monai.utils import ImageMetaKey, convert_to_numpy, ensure_tuple, string_list_all_gather
 
 from common.data.errors import BundleInputError
 from common.data.writers import atomic_path
 from common.metrics.summary import format_table, summarize_per_class
 from common.visualize import OverlaySlice, largest_foreground_slice, plot_boxplots, plot_overlays
-
-Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
-idist, _ = optional_import("ignite", IgniteInfo.OPT_IMPORT_VERSION, min_version, "distributed")
-if TYPE_CHECKING:
-    from ignite.engine import Engine
-else:
-    Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
 
 __all__ = ["SegmentationReport"]
 
