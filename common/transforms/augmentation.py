@@ -13,7 +13,12 @@ from monai.transforms.utils import create_grid
 from monai.utils import ensure_tuple_rep
 from monai.utils.type_conversion import convert_to_tensor
 
-__all__ = ["bspline_basis_matrix", "bspline_displacement_field", "RandBSplineAffined"]
+__all__ = ["bspline_n_control", "bspline_basis_matrix", "bspline_displacement_field", "RandBSplineAffined"]
+
+
+def bspline_n_control(n_points: int, grid_spacing: float) -> int:
+    """Number of control points a cubic B-spline needs to cover ``n_points`` samples ``grid_spacing`` apart."""
+    return int(np.ceil((n_points - 1) / grid_spacing)) + 3
 
 
 def bspline_basis_matrix(n_points: int, grid_spacing: float) -> np.ndarray:
@@ -27,7 +32,7 @@ def bspline_basis_matrix(n_points: int, grid_spacing: float) -> np.ndarray:
     """
     if n_points < 1 or grid_spacing <= 0:
         raise ValueError(f"n_points must be >= 1 and grid_spacing > 0, got {n_points}, {grid_spacing}.")
-    n_control = int(np.ceil((n_points - 1) / grid_spacing)) + 3
+    n_control = bspline_n_control(n_points, grid_spacing)
     t = np.arange(n_points, dtype=np.float64) / grid_spacing
     i = np.floor(t).astype(int)
     f = t - i
@@ -146,7 +151,7 @@ class RandBSplineAffined(RandomizableTransform, MapTransform):
             return
         ndim = len(spatial_size)
         spacing = ensure_tuple_rep(self.grid_spacing, ndim)
-        n_control = [int(np.ceil((s - 1) / g)) + 3 for s, g in zip(spatial_size, spacing)]
+        n_control = [bspline_n_control(s, g) for s, g in zip(spatial_size, spacing)]
         self.control_displacements = self.R.uniform(
             -self.max_displacement, self.max_displacement, size=[ndim, *n_control]
         )
