@@ -274,8 +274,13 @@ def ddp_problems(parser: ConfigParser) -> list[str]:
     problems = []
     if not any("init_process_group" in e for e in expressions("initialize")):
         problems.append("initialize has no init_process_group expression")
-    if not any("destroy_process_group" in e for e in expressions("finalize")):
+    finalize = expressions("finalize")
+    destroy = [i for i, e in enumerate(finalize) if "destroy_process_group" in e]
+    if not destroy:
         problems.append("finalize has no destroy_process_group expression")
+    elif not any("barrier()" in e for e in finalize[: destroy[0] + 1]):
+        # without it a Gloo worker may still free the last collective's tensors when Python exits: SIGABRT
+        problems.append("finalize does not wait at dist.barrier() before destroy_process_group (PyTorch #190489)")
     if "LOCAL_RANK" not in str(parser["device"] if "device" in parser else ""):
         problems.append(f"device does not use LOCAL_RANK: {parser.get('device')!r}")
     return problems
@@ -515,6 +520,10 @@ def test_negative_broken_overlays_are_caught(bundle, tmp_path):
     edit(configs / "multi_gpu_train.json", no_ddp_teardown_or_rank)
     problems = ddp_problems(parse_configs(configs / "train.json", configs / "multi_gpu_train.json"))
     assert len(problems) == 2 and "finalize" in problems[0] and "LOCAL_RANK" in problems[1], problems
+
+    edit(configs / "multi_gpu_train.json", lambda cfg: cfg.update({"finalize": ["$dist.destroy_process_group()"]}))
+    problems = ddp_problems(parse_configs(configs / "train.json", configs / "multi_gpu_train.json"))
+    assert len(problems) == 2 and "barrier" in problems[0], problems
 
 
 def test_demo_overlay_applies_to_inference(bundle):
