@@ -92,8 +92,12 @@ def main(repeats: int = 3, out: str | None = None, threads: int | None = None) -
         cubes_t = med
 
     aug = RandBSplineAffined(
-        ["image", "label"], spatial_size=(64, 64, 64), random_center=True, rotate_range=[0.349] * 3,
-        translate_range=[20] * 3, mode=("bilinear", "nearest"),
+        ["image", "label"],
+        spatial_size=(64, 64, 64),
+        random_center=True,
+        rotate_range=[0.349] * 3,
+        translate_range=[20] * 3,
+        mode=("bilinear", "nearest"),
     )
     aug.set_random_state(0)
     sample = {"image": torch.rand(1, 128, 128, 80), "label": torch.randint(0, 8, (1, 128, 128, 80)).float()}
@@ -121,7 +125,8 @@ def main(repeats: int = 3, out: str | None = None, threads: int | None = None) -
         Path(out).write_text(
             f"# Benchmarks\n\nProduced by `python scripts/benchmark.py --repeats {repeats} --out {out}` (from the repository "
             "root, in the project venv). Ratios come from one run, side by side.\n\n## abdominal_ct_multiorgan_segmentation\n\n"
-            + text + "\n"
+            + text
+            + "\n"
         )
 
 

@@ -207,9 +207,8 @@ def check_label_values(label, allowed_values: Sequence[int], source: str) -> Non
     if arr.size == 0:
         return
     contiguous = bool(np.all(allowed == np.round(allowed))) and allowed[-1] - allowed[0] + 1 == allowed.size
-    if contiguous and np.issubdtype(arr.dtype, np.integer):
-        if allowed[0] <= arr.min() and arr.max() <= allowed[-1]:
-            return
+    if contiguous and np.issubdtype(arr.dtype, np.integer) and allowed[0] <= arr.min() and arr.max() <= allowed[-1]:
+        return
     flat = arr.reshape(-1)
     found: set[float] = set()
     n_nan = 0
@@ -261,9 +260,7 @@ def check_finite_values(image, source: str) -> None:
         n_nan += int(np.count_nonzero(np.isnan(chunk)))
         n_inf += int(np.count_nonzero(np.isinf(chunk)))
     if n_nan or n_inf:  # else only the float64 sum overflowed
-        raise BundleInputError(
-            source, f"{n_nan} NaN and {n_inf} infinite voxel values", "finite values in every voxel"
-        )
+        raise BundleInputError(source, f"{n_nan} NaN and {n_inf} infinite voxel values", "finite values in every voxel")
 
 
 def find_bundle_input_error(exc: BaseException | None) -> BundleInputError | None:

@@ -264,4 +264,3 @@ def preflight_check(
         "" if n_channels is None else f", {n_channels} {channel_name}",
     )
     return data
-

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from os import PathLike
 from pathlib import Path
@@ -14,6 +13,7 @@ from common.data.io import NIFTI_SUFFIXES
 __all__ = ["is_dicom_series_dir", "list_inputs", "require_file"]
 
 logger = logging.getLogger(__name__)
+
 
 def is_dicom_series_dir(path: str | PathLike) -> bool:
     """Whether ``path`` is a folder holding DICOM files (``*.dcm`` or files with the ``DICM`` preamble)."""
@@ -64,7 +64,9 @@ def list_inputs(source: str | PathLike, key: str = "test", image_key: str = "ima
             if (p.is_file() and p.name.endswith(NIFTI_SUFFIXES)) or is_dicom_series_dir(p)
         ]
         if not paths:
-            raise BundleInputError(source, "a folder with no NIfTI file and no DICOM series", "at least one input image")
+            raise BundleInputError(
+                source, "a folder with no NIfTI file and no DICOM series", "at least one input image"
+            )
     _check_distinct_outputs(source, paths)
     logger.info("%d input image(s) from %s", len(paths), source)
     return [{image_key: p} for p in paths]

@@ -239,8 +239,12 @@ class SegmentationReport:
         z = largest_foreground_slice(reference)
         window = (float(np.min(volume)), float(np.max(volume)))  # CT window of the preprocessed intensities
         return OverlaySlice(
-            os.path.basename(name.rstrip("/\\")) or name, volume[..., z], reference[..., z], prediction[..., z],
-            window, z,
+            os.path.basename(name.rstrip("/\\")) or name,
+            volume[..., z],
+            reference[..., z],
+            prediction[..., z],
+            window,
+            z,
         )
 
     def _column_names(self, metric: str, n_columns: int) -> list[str]:

@@ -258,7 +258,9 @@ def generate_abdominal_ct(
     bowel_hu = v.hu("bowel")
     colon, _, _ = v.tube_organ(
         [[72, 15, -125], [75, 15, -45], [62, 42, -22], [0, 62, -32], [-70, 30, 8], [-82, -8, -40], [-80, -5, -125]],
-        [22, 22, 20, 19, 20, 18, 18], jitter=5.0, body=body,
+        [22, 22, 20, 19, 20, 18, 18],
+        jitter=5.0,
+        body=body,
     )
     duodenum = v.vessel([[35, 14, 12], [47, 2, 0], [44, -6, -30], [15, -12, -42], [-18, -6, -36]], [12, 12, 12, 11, 11])
     loops = []
@@ -278,7 +280,9 @@ def generate_abdominal_ct(
         [68.0, -5.0, 48.0], [66.0, 80.0, 64.0], (0.0, 0.0, 10.0), exponent=2.4, body=body
     )
     left_lobe = Ellipsoid(
-        [0.0, 35.0, 62.0] + liver_shift, np.array([48.0, 32.0, 34.0]) * v.scale(), rotation_matrix((0.0, -15.0, 0.0)),
+        [0.0, 35.0, 62.0] + liver_shift,
+        np.array([48.0, 32.0, 34.0]) * v.scale(),
+        rotation_matrix((0.0, -15.0, 0.0)),
         warp=SmoothWarp(rng, 4.0, 90.0),
     )
     liver = Intersection([Union([right_lobe, left_lobe], smoothness=15.0), cavity])
@@ -293,7 +297,8 @@ def generate_abdominal_ct(
     # Stomach: J-shaped tube from the fundus (left, posterior, high) to the pylorus; enhancing wall, air-fluid level.
     stomach_tube, _, _ = v.tube_organ(
         [[-55, -25, 85], [-58, 5, 68], [-45, 30, 40], [-28, 45, 16], [0, 48, 6], [22, 32, 10], [33, 16, 12]],
-        [34, 36, 32, 26, 19, 12, 11], body=body,
+        [34, 36, 32, 26, 19, 12, 11],
+        body=body,
     )
     stomach_hu = rim_profile(v.hu("stomach_contents"), v.hu("stomach_wall"), thickness=3.5)
     draw(Intersection([stomach_tube, cavity]), stomach_hu, 5)
@@ -313,7 +318,8 @@ def generate_abdominal_ct(
     # Pancreas: head in the duodenal C-loop, neck anterior to the portal confluence, tail at the splenic hilum.
     pancreas, pancreas_shift, _ = v.tube_organ(
         [[25, -10, -10], [30, -2, 8], [8, 10, 18], [-25, 5, 26], [-55, -10, 34], [-72, -22, 40]],
-        [16, 18, 13, 12, 10, 9], jitter=3.0,
+        [16, 18, 13, 12, 10, 9],
+        jitter=3.0,
     )
     draw(Intersection([pancreas, cavity]), v.hu("pancreas"), 7)
 

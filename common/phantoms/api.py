@@ -408,4 +408,3 @@ def main(argv: Sequence[str] | None = None) -> None:
         fire.Fire({"make": make, "tasks": tasks}, command=None if argv is None else list(argv))
     except BundleInputError as err:
         raise SystemExit(f"error: {err}") from None
-

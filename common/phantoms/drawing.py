@@ -132,13 +132,7 @@ def smooth_polyline(points: np.ndarray, samples_per_segment: int = 6) -> np.ndar
     for i in range(1, len(ext) - 2):
         p0, p1, p2, p3 = ext[i - 1], ext[i], ext[i + 1], ext[i + 2]
         out.append(
-            0.5
-            * (
-                2 * p1
-                + (p2 - p0) * t
-                + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t**2
-                + (3 * p1 - p0 - 3 * p2 + p3) * t**3
-            )
+            0.5 * (2 * p1 + (p2 - p0) * t + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t**2 + (3 * p1 - p0 - 3 * p2 + p3) * t**3)
         )
     out.append(p[-1:])
     return np.concatenate(out)

@@ -46,7 +46,9 @@ def bspline_basis_matrix(n_points: int, grid_spacing: float) -> np.ndarray:
     return basis
 
 
-def bspline_displacement_field(control_displacements: np.ndarray, spatial_size: Sequence[int], grid_spacing) -> np.ndarray:
+def bspline_displacement_field(
+    control_displacements: np.ndarray, spatial_size: Sequence[int], grid_spacing
+) -> np.ndarray:
     """Dense displacement field interpolated from control-point displacements by a tensor-product cubic B-spline.
 
     Args:

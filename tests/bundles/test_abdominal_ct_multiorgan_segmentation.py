@@ -21,7 +21,9 @@ from common.phantoms import make_dataset
 
 BUNDLE = Path("bundles/abdominal_ct_multiorgan_segmentation")
 CONFIGS = BUNDLE / "configs"
-TRAIN, EVALUATE, INFER, DEMO = (str(CONFIGS / f) for f in ("train.json", "evaluate.json", "inference.json", "demo.json"))
+TRAIN, EVALUATE, INFER, DEMO = (
+    str(CONFIGS / f) for f in ("train.json", "evaluate.json", "inference.json", "demo.json")
+)
 LOGGING = str(CONFIGS / "logging.conf")
 ORGANS = ["artery", "portal vein", "liver", "spleen", "stomach", "gallbladder", "pancreas"]
 
@@ -117,8 +119,15 @@ def test_label_names_agree_with_the_phantom():
 def tiny_phantoms(tmp_path_factory):
     root = tmp_path_factory.mktemp("abdomen")
     datalist = make_dataset(
-        "abdominal_ct_multiorgan", root / "data", n_cases=8, seed=1, n_validation=2, n_test=2, dicom=True,
-        shape=[80, 80, 48], spacing=[4.8, 4.8, 5.0],  # resampled to the 6 mm network grid and back
+        "abdominal_ct_multiorgan",
+        root / "data",
+        n_cases=8,
+        seed=1,
+        n_validation=2,
+        n_test=2,
+        dicom=True,
+        shape=[80, 80, 48],
+        spacing=[4.8, 4.8, 5.0],  # resampled to the 6 mm network grid and back
     )
     return root, datalist
 
@@ -155,10 +164,14 @@ def test_evaluate_dice_well_above_chance(trained):
     torch.save(net.state_dict(), root / "random" / "model.pt")
     chance_dir = root / "chance"
     bundle_run(
-        run_id="run", config_file=[TRAIN, EVALUATE, DEMO], logging_file=LOGGING,
+        run_id="run",
+        config_file=[TRAIN, EVALUATE, DEMO],
+        logging_file=LOGGING,
         **{**common, "ckpt_dir": str(root / "random"), "output_dir": str(chance_dir)},
     )
-    chance = json.loads((chance_dir / "test_val_mean_dice_summary.json").read_text(encoding="utf-8"))["summary"]["Total Avg."]["avg"]
+    chance = json.loads((chance_dir / "test_val_mean_dice_summary.json").read_text(encoding="utf-8"))["summary"][
+        "Total Avg."
+    ]["avg"]
     assert chance < 0.15
     assert total > 0.35 and total > chance + 0.25, (total, chance)
     assert rows["liver"]["avg"] > 0.6
@@ -185,7 +198,9 @@ def test_infer_nifti_and_dicom_keep_input_geometry(trained):
     dicom_dir = Path(datalist).parent / dicom_case["image"]
     out_dicom = root / "seg_dicom"
     bundle_run(
-        run_id="run", config_file=[INFER, DEMO], logging_file=LOGGING,
+        run_id="run",
+        config_file=[INFER, DEMO],
+        logging_file=LOGGING,
         **{**common, "output_dir": str(out_dicom), "input": str(dicom_dir)},
     )
     (seg_file,) = out_dicom.glob("*_seg.nii.gz")
@@ -214,15 +229,23 @@ def _bad_cases(tmp: Path) -> dict[str, tuple[dict, str]]:
     corrupt = tmp / "corrupt.nii.gz"
     corrupt.write_bytes(b"not a nifti file at all" * 10)
     return {
-        "two_channels": ({"image": _write(tmp / "two.nii.gz", np.zeros((16, 16, 16, 2), np.int16)), "label": good_lab},
-                         "2 channels"),
-        "shape_mismatch": ({"image": good_img, "label": _write(tmp / "small.nii.gz", np.zeros((16, 16, 8), np.uint8))},
-                           "small.nii.gz"),
-        "label_range": ({"image": good_img, "label": _write(tmp / "lab9.nii.gz", np.full((16, 16, 16), 9, np.uint8))},
-                        "{9}"),
+        "two_channels": (
+            {"image": _write(tmp / "two.nii.gz", np.zeros((16, 16, 16, 2), np.int16)), "label": good_lab},
+            "2 channels",
+        ),
+        "shape_mismatch": (
+            {"image": good_img, "label": _write(tmp / "small.nii.gz", np.zeros((16, 16, 8), np.uint8))},
+            "small.nii.gz",
+        ),
+        "label_range": (
+            {"image": good_img, "label": _write(tmp / "lab9.nii.gz", np.full((16, 16, 16), 9, np.uint8))},
+            "{9}",
+        ),
         "unreadable": ({"image": str(corrupt), "label": good_lab}, "unreadable"),
-        "nan_image": ({"image": _write(tmp / "nan.nii.gz", np.full((16, 16, 16), np.nan, np.float32)), "label": good_lab},
-                      "4096 NaN"),
+        "nan_image": (
+            {"image": _write(tmp / "nan.nii.gz", np.full((16, 16, 16), np.nan, np.float32)), "label": good_lab},
+            "4096 NaN",
+        ),
     }
 
 
@@ -260,8 +283,11 @@ def test_missing_datalist_entry(tmp_path):
         # caught by the header preflight, before the run starts
         ("b_two_channels.nii.gz", np.zeros((16, 16, 16, 2), np.int16), "2 channels"),
         # caught only when the case is loaded, after a_good's label map was computed: nothing may be published
-        ("b_nan.nii.gz", np.where(np.arange(16**3).reshape(16, 16, 16) % 64 == 0, np.nan, 0).astype(np.float32),
-         "64 NaN"),
+        (
+            "b_nan.nii.gz",
+            np.where(np.arange(16**3).reshape(16, 16, 16) % 64 == 0, np.nan, 0).astype(np.float32),
+            "64 NaN",
+        ),
     ],
 )
 def test_bad_inference_input_writes_nothing(tmp_path, bad_name, bad_array, words):
@@ -275,8 +301,12 @@ def test_bad_inference_input_writes_nothing(tmp_path, bad_name, bad_array, words
     (out / "earlier_seg.nii.gz").write_bytes(b"an earlier run's result")
     with pytest.raises(Exception) as info:
         bundle_run(
-            run_id="run", config_file=[INFER], logging_file=LOGGING,
-            input=str(images), ckpt_dir=str(tmp_path), output_dir=str(out),
+            run_id="run",
+            config_file=[INFER],
+            logging_file=LOGGING,
+            input=str(images),
+            ckpt_dir=str(tmp_path),
+            output_dir=str(out),
         )
     err = find_bundle_input_error(info.value)
     assert isinstance(err, BundleInputError) and bad_name in str(err) and words in str(err), info.value
@@ -299,16 +329,35 @@ def test_multi_gpu_config_runs_under_torchrun_on_cpu(tiny_phantoms, tmp_path):
     """multi_gpu_train.json under torchrun with 2 processes (Gloo on CPU, NCCL on GPUs): DDP trains, rank 0 saves."""
     _, datalist = tiny_phantoms
     override = {
-        "datalist": str(datalist), "ckpt_dir": str(tmp_path / "models"), "output_dir": str(tmp_path / "eval"),
-        **TINY, "num_iterations": 8, "epoch_length": 4, "val_interval": 2, "batch_size": 2,
+        "datalist": str(datalist),
+        "ckpt_dir": str(tmp_path / "models"),
+        "output_dir": str(tmp_path / "eval"),
+        **TINY,
+        "num_iterations": 8,
+        "epoch_length": 4,
+        "val_interval": 2,
+        "batch_size": 2,
     }
     args = [f"--{k}={json.dumps(v)}" if not isinstance(v, str) else f"--{k}={v}" for k, v in override.items()]
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
-        "-m", "monai.bundle", "run", "--config_file", f"['{TRAIN}','{CONFIGS / 'multi_gpu_train.json'}','{DEMO}']",
-        "--logging_file", LOGGING, *args,
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nnodes=1",
+        "--nproc_per_node=2",
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        f"['{TRAIN}','{CONFIGS / 'multi_gpu_train.json'}','{DEMO}']",
+        "--logging_file",
+        LOGGING,
+        *args,
     ]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     state = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
     assert not any(k.startswith("module.") for k in state), "the saved state_dict must not carry the DDP prefix"

@@ -254,7 +254,7 @@ def test_validation_handlers_and_metric_resolve(bundle, overlays, tmp_path):
     parser = sandboxed(parse_configs(configs / "train.json", *(configs / o for o in overlays)), tmp_path)
     try:
         handlers, metric = resolve_validation(parser)
-    except Exception as err:  # noqa: BLE001 - name the section, then show MONAI's message
+    except Exception as err:
         files = " + ".join(["train.json", *overlays])
         pytest.fail(
             f"{files}: validate#handlers / key metric do not resolve (the datalist points to a missing file, "
@@ -513,6 +513,7 @@ def test_negative_broken_overlays_are_caught(bundle, tmp_path):
     edit(configs / "evaluate.json", lambda cfg: cfg.update({"validate#handlers": [{"_target_": "StatsHandlr"}]}))
     with pytest.raises(Exception, match="StatsHandlr"):
         resolve_validation(sandboxed(parse_configs(configs / "train.json", configs / "evaluate.json"), tmp_path))
+
     def no_ddp_teardown_or_rank(cfg: dict) -> None:
         cfg.pop("finalize", None)
         cfg["device"] = "$torch.device('cpu')"

@@ -38,7 +38,10 @@ def test_same_random_warp_for_image_and_label():
     img[:, 16:32, 16:32, 16:32] = 1.0
     data = {"image": MetaTensor(img), "label": MetaTensor(img.clone())}
     t = RandBSplineAffined(
-        ["image", "label"], spatial_size=(32, 32, 32), rotate_range=[0.35] * 3, translate_range=[5] * 3,
+        ["image", "label"],
+        spatial_size=(32, 32, 32),
+        rotate_range=[0.35] * 3,
+        translate_range=[5] * 3,
         mode=("bilinear", "nearest"),
     )
     t.set_random_state(3)

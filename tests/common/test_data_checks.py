@@ -294,6 +294,7 @@ def test_preflight_list_of_files_is_channels(tmp_path):
 
 def test_preflight_dicom_series(tmp_path):
     import itk  # pinned in requirements.txt: a missing itk must fail, not skip
+
     folder = tmp_path / "ct_series"
     folder.mkdir()
     volume = itk.image_from_array(np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6))  # (z, y, x)
@@ -448,7 +449,6 @@ def test_compose_what_the_user_sees(tmp_path):
         next(iter(DataLoader(Dataset([{"image": image, "label": label_path}], chain), batch_size=1)))
     assert find_bundle_input_error(e.value) is not None
     _assert_error(find_bundle_input_error(e.value), "bad_label.nii.gz", "found label values {9}")
-
 
 
 def test_dataloader_worker_keeps_the_message(tmp_path):

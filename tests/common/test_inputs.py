@@ -42,11 +42,14 @@ def test_colliding_output_names_are_refused(tmp_path):
         list_inputs(tmp_path)
 
 
-@pytest.mark.parametrize("make, words", [
-    (lambda p: p / "missing", "no such file or folder"),
-    (lambda p: p, "no NIfTI file and no DICOM series"),
-    (lambda p: (p / "x.txt").write_text("") or p / "x.txt", "neither NIfTI nor JSON"),
-])
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (lambda p: p / "missing", "no such file or folder"),
+        (lambda p: p, "no NIfTI file and no DICOM series"),
+        (lambda p: (p / "x.txt").write_text("") or p / "x.txt", "neither NIfTI nor JSON"),
+    ],
+)
 def test_bad_sources(tmp_path, make, words):
     source = make(tmp_path)
     with pytest.raises(BundleInputError, match=words) as info:

@@ -39,6 +39,7 @@ def binary_erosion(mask: np.ndarray, iterations: int) -> np.ndarray:
         out = eroded
     return out
 
+
 TASK = "abdominal_ct_multiorgan"
 LABELS = {
     0: "background",
@@ -401,8 +402,24 @@ def test_write_dicom_series_oblique_free_flipped_affine(tmp_path):
 
 def test_command_line_make(tmp_path):
     out = tmp_path / "cli"
-    cmd = [sys.executable, "-m", "common.phantoms", "make", "--task", TASK, "--out_dir", str(out), "--n_cases", "1",
-           "--n_validation", "1", "--shape", "[32,32,16]", "--spacing", "[12,12,15]"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "common.phantoms",
+        "make",
+        "--task",
+        TASK,
+        "--out_dir",
+        str(out),
+        "--n_cases",
+        "1",
+        "--n_validation",
+        "1",
+        "--shape",
+        "[32,32,16]",
+        "--spacing",
+        "[12,12,15]",
+    ]
     result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == str(out / "dataset.json")

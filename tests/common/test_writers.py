@@ -12,16 +12,14 @@ from common.data import AtomicNibabelWriter, atomic_path
 def test_atomic_path_replaces_only_on_success(tmp_path):
     target = tmp_path / "report.json"
     target.write_text("old")
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as tmp:
-            with open(tmp, "w") as f:
-                f.write("half")
-            raise RuntimeError("interrupted")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        with open(tmp, "w") as f:
+            f.write("half")
+        raise RuntimeError("interrupted")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
-    with atomic_path(target) as tmp:
-        with open(tmp, "w") as f:
-            f.write("new")
+    with atomic_path(target) as tmp, open(tmp, "w") as f:
+        f.write("new")
     assert target.read_text() == "new"
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
 
