@@ -10,7 +10,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, RandomizableTransform
 from monai.transforms.spatial.array import RandAffineGrid, Resample
 from monai.transforms.utils import create_grid
-from monai.utils import ensure_tuple_rep
+from monai.utils import MAX_SEED, ensure_tuple_rep
 from monai.utils.type_conversion import convert_to_tensor
 
 __all__ = ["bspline_n_control", "bspline_basis_matrix", "bspline_displacement_field", "RandBSplineAffined"]
@@ -134,9 +134,24 @@ class RandBSplineAffined(RandomizableTransform, MapTransform):
         self.control_displacements: np.ndarray | None = None
         self.center_offset: np.ndarray | None = None
 
-    def set_random_state(self, seed=None, state=None) -> RandBSplineAffined:
-        self.rand_affine_grid.set_random_state(seed, state)
+    def set_random_state(
+        self, seed: int | None = None, state: np.random.RandomState | None = None
+    ) -> RandBSplineAffined:
+        """Seed this transform's generator, then seed the inner ``RandAffineGrid`` from a draw of it.
+
+        Giving both generators the same seed would make the rotation draws repeat the apply/crop/displacement
+        draws (with ``prob`` 0.5 every applied rotation about the first axis would fall in [-range, 0]); one draw
+        of the outer generator makes the inner stream independent yet still determined by ``seed``.
+
+        Args:
+            seed: seed of this transform's generator.
+            state: a ``np.random.RandomState`` to use instead.
+
+        Returns:
+            this transform.
+        """
         super().set_random_state(seed, state)
+        self.rand_affine_grid.set_random_state(seed=int(self.R.randint(MAX_SEED, dtype="uint32")))
         return self
 
     def randomize(self, spatial_size: Sequence[int], input_size: Sequence[int] | None = None) -> None:

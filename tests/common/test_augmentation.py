@@ -80,3 +80,40 @@ def test_deterministic_for_a_seed():
 def test_negative_displacement_rejected():
     with pytest.raises(ValueError, match="max_displacement"):
         RandBSplineAffined(["image"], max_displacement=-1)
+
+
+@pytest.mark.parametrize("reseed_each_draw", [True, False])
+def test_rotation_draws_symmetric_and_independent_of_the_rest(reseed_each_draw):
+    """Many draws with 0 < prob < 1: the applied rotations are symmetric about 0 and unrelated to the crop position.
+
+    Both ways the transform is driven: one seed then many draws, and a fresh seed before each draw (MONAI's
+    DataLoader seeds every worker's transforms through ``set_random_state`` when it starts, so each worker's first
+    sample is drawn right after seeding). Seeding the inner ``RandAffineGrid`` with the outer seed made the first
+    rotation after seeding repeat the apply draw: every applied rotation about the first axis fell in [-20 deg, 0].
+    """
+    limit = np.radians(20)
+    t = RandBSplineAffined(
+        ["image"], spatial_size=(4, 4, 4), random_center=True, grid_spacing=8, rotate_range=[limit] * 3, prob=0.5
+    )
+    t.set_random_state(0)
+    x = {"image": torch.zeros(1, 24, 24, 24)}
+    angles, offsets = [], []
+    for seed in range(2000):
+        if reseed_each_draw:
+            t.set_random_state(seed)
+        t(x)
+        if t._do_transform:
+            angles.append(np.asarray(t.rand_affine_grid.rotate_params, dtype=float))
+            offsets.append(np.asarray(t.center_offset, dtype=float))
+    angles, offsets = np.array(angles), np.array(offsets)
+    n = len(angles)
+    assert 900 < n < 1100  # prob 0.5 of 2000: 1000 +- 4.5 sigma (sigma = 22)
+    assert np.all(np.abs(angles) <= limit)
+    for axis in range(3):
+        a = angles[:, axis]
+        # uniform on [-L, L]: half positive (sigma 0.5/sqrt(n) = 0.016), mean 0 (sigma L/sqrt(3n) = 0.0064 rad)
+        assert abs(np.mean(a > 0) - 0.5) < 0.06, axis
+        assert abs(np.mean(a)) < 0.03, axis
+        assert np.std(a) == pytest.approx(limit / np.sqrt(3), rel=0.1)
+        for d in range(3):  # independent of the crop position: |correlation| ~ 1/sqrt(n) = 0.03
+            assert abs(np.corrcoef(a, offsets[:, d])[0, 1]) < 0.12, (axis, d)
