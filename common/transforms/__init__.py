@@ -1,1 +1,1 @@
-"""transforms"""
+"""Sampling, augmentation and format transforms (dictionary versions, MONAI style)."""

@@ -17,7 +17,15 @@ __all__ = ["bspline_n_control", "bspline_basis_matrix", "bspline_displacement_fi
 
 
 def bspline_n_control(n_points: int, grid_spacing: float) -> int:
-    """Number of control points a cubic B-spline needs to cover ``n_points`` samples ``grid_spacing`` apart."""
+    """Number of control points a cubic B-spline needs to cover ``n_points`` samples ``grid_spacing`` apart.
+
+    Args:
+        n_points: number of samples along the axis.
+        grid_spacing: control-point spacing in samples.
+
+    Returns:
+        ``ceil((n_points - 1) / grid_spacing) + 3``: the points inside the axis plus one before and two after it.
+    """
     return int(np.ceil((n_points - 1) / grid_spacing)) + 3
 
 
@@ -27,8 +35,15 @@ def bspline_basis_matrix(n_points: int, grid_spacing: float) -> np.ndarray:
     Control point ``k`` sits at sample coordinate ``(k - 1) * grid_spacing``; there are
     ``ceil((n_points - 1) / grid_spacing) + 3`` of them so every sample has its four supporting points.
 
+    Args:
+        n_points: number of samples along the axis.
+        grid_spacing: control-point spacing in samples.
+
     Returns:
         array ``[n_points, n_control]`` whose rows are the four non-zero cubic B-spline weights (summing to 1).
+
+    Raises:
+        ValueError: ``n_points < 1`` or ``grid_spacing <= 0``.
     """
     if n_points < 1 or grid_spacing <= 0:
         raise ValueError(f"n_points must be >= 1 and grid_spacing > 0, got {n_points}, {grid_spacing}.")
@@ -160,7 +175,7 @@ class RandBSplineAffined(RandomizableTransform, MapTransform):
         input_size = spatial_size if input_size is None else input_size
         offset = np.zeros(len(spatial_size))
         if self.random_center:
-            for d, (n_in, n_out) in enumerate(zip(input_size, spatial_size)):
+            for d, (n_in, n_out) in enumerate(zip(input_size, spatial_size, strict=True)):
                 if n_in > n_out:
                     offset[d] = self.R.randint(0, n_in - n_out + 1) + (n_out - 1) / 2 - (n_in - 1) / 2
         self.center_offset = offset
@@ -168,13 +183,24 @@ class RandBSplineAffined(RandomizableTransform, MapTransform):
             return
         ndim = len(spatial_size)
         spacing = ensure_tuple_rep(self.grid_spacing, ndim)
-        n_control = [bspline_n_control(s, g) for s, g in zip(spatial_size, spacing)]
+        n_control = [bspline_n_control(s, g) for s, g in zip(spatial_size, spacing, strict=True)]
         self.control_displacements = self.R.uniform(
             -self.max_displacement, self.max_displacement, size=[ndim, *n_control]
         )
         self.rand_affine_grid.randomize()
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        """Crop, deform and move every key with one random draw.
+
+        Args:
+            data: dictionary of channel-first ``[C, *spatial]`` tensors.
+
+        Returns:
+            a new dictionary with each key resampled to ``[C, *spatial_size]``.
+
+        Raises:
+            ValueError: ``spatial_size`` has a different number of dimensions than the input.
+        """
         d = dict(data)
         first = self.first_key(d)
         if first == []:
