@@ -37,7 +37,16 @@ TRAIN_IDS = ["loss", "optimizer"]
 SECTION_IDS = ["preprocessing", "dataset", "dataloader", "inferer", "postprocessing", "key_metric", "handlers"]
 INFER_IDS = ["dataset", "evaluator", "network_def", "inferer", "preprocessing", "postprocessing", "handlers"]
 # values train.json and inference.json must share (STYLE.md): pinned equal here
-SHARED_IDS = ["network_def", "num_classes", "pixdim", "hu_window", "sw_roi_size", "sw_overlap", "network_divisor"]
+SHARED_IDS = [
+    "network_def",
+    "num_channels",
+    "num_classes",
+    "pixdim",
+    "hu_window",
+    "sw_roi_size",
+    "sw_overlap",
+    "network_divisor",
+]
 
 
 def load(bundle: Path, name: str) -> dict:
@@ -93,6 +102,68 @@ def test_channel_def_names_every_label(bundle):
     assert "image" in meta["network_data_format"]["inputs"]
 
 
+CHANNEL_ARGS = ("in_channels", "n_channels")
+
+
+def channel_count_problems(configs: Path) -> list[str]:
+    """The input channel count is one id, ``num_channels``, used everywhere and equal to the metadata's.
+
+    Every ``in_channels``/``n_channels`` argument in train.json and inference.json (components and ``n_channels=``
+    inside expressions) must say ``@num_channels``, and ``num_channels`` must equal metadata.json's
+    ``network_data_format.inputs.image.num_channels`` in both files.
+    """
+    meta = json.loads((configs / "metadata.json").read_text(encoding="utf-8"))
+    expected = meta["network_data_format"]["inputs"]["image"]["num_channels"]
+    problems = []
+
+    def walk(value: Any, where: str, name: str) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if k in CHANNEL_ARGS and v != "@num_channels":
+                    problems.append(f"{name}: {where}#{k} is {v!r}, not '@num_channels'")
+                walk(v, f"{where}#{k}" if where else k, name)
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, f"{where}#{i}", name)
+        elif isinstance(value, str) and value.startswith("$"):
+            for found in re.findall(r"\b(?:in|n)_channels\s*=\s*([^,)\s]+)", value):
+                if found != "@num_channels":
+                    problems.append(f"{name}: {where} passes a channel count {found!r}, not @num_channels")
+
+    for name in ("train.json", "inference.json"):
+        cfg = json.loads((configs / name).read_text(encoding="utf-8"))
+        if cfg.get("num_channels") != expected:
+            problems.append(f"{name}: num_channels {cfg.get('num_channels')!r} != metadata.json's {expected}")
+        walk(cfg, "", name)
+    return problems
+
+
+def test_channel_count_is_one_id_pinned_to_metadata(bundle):
+    problems = channel_count_problems(bundle / "configs")
+    assert not problems, "\n".join(problems)
+    net = parse_configs(bundle / "configs" / "train.json").get_parsed_content("network_def")
+    first_conv = next(m for m in net.modules() if isinstance(m, torch.nn.modules.conv._ConvNd))
+    assert first_conv.in_channels == load(bundle, "train.json")["num_channels"]
+
+
+def bundle_root_problems(configs: Path, bundle_name: str) -> list[str]:
+    """Every config that sets ``bundle_root`` names the bundle's own folder (a copied config must not write into
+    another bundle's folder)."""
+    expected = f"bundles/{bundle_name}"
+    problems = []
+    for cfg_file in sorted(configs.rglob("*.json")):
+        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+        if isinstance(cfg, dict) and "bundle_root" in cfg and cfg["bundle_root"] != expected:
+            problems.append(f"{cfg_file.name}: bundle_root {cfg['bundle_root']!r}, expected {expected!r}")
+    return problems
+
+
+def test_bundle_root_names_the_bundle(bundle):
+    assert "bundle_root" in load(bundle, "train.json") and "bundle_root" in load(bundle, "inference.json")
+    problems = bundle_root_problems(bundle / "configs", bundle.name)
+    assert not problems, "\n".join(problems)
+
+
 def test_config_ids(bundle):
     train, infer = load(bundle, "train.json"), load(bundle, "inference.json")
     for key in TOP_LEVEL_IDS + TRAIN_IDS:
@@ -131,7 +202,7 @@ def test_no_absolute_paths_and_custom_targets_in_common(bundle):
 SMALL_PHANTOM = {"phantom_n_train": 2, "phantom_n_validation": 1, "phantom_n_test": 1}
 
 
-@pytest.mark.parametrize("workflow_type, config", [("train", "train.json"), ("infer", "inference.json")])
+@pytest.mark.parametrize(("workflow_type", "config"), [("train", "train.json"), ("infer", "inference.json")])
 def test_check_properties(bundle, workflow_type, config, tmp_path):
     """The zoo's property check; it instantiates the datasets, so it runs on a small phantom data set."""
     configs = [str(bundle / "configs" / c) for c in (config, "demo.json")]
@@ -204,7 +275,7 @@ def variant_id_problems(configs: Path, variant: Path) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("overlay, base", OVERLAY_BASES)
+@pytest.mark.parametrize(("overlay", "base"), OVERLAY_BASES)
 def test_overlay_ids_exist_in_base(bundle, overlay, base):
     configs = bundle / "configs"
     problems = overlay_id_problems(configs / base, configs / overlay)
@@ -268,7 +339,7 @@ def test_validation_handlers_and_metric_resolve(bundle, overlays, tmp_path):
 
 def ddp_problems(parser: ConfigParser) -> list[str]:
     def expressions(key: str) -> list[str]:
-        value = parser[key] if key in parser else []
+        value = parser.get(key, [])
         return [e for e in (value if isinstance(value, list) else [value]) if isinstance(e, str) and e.startswith("$")]
 
     problems = []
@@ -281,9 +352,43 @@ def ddp_problems(parser: ConfigParser) -> list[str]:
     elif not any("barrier()" in e for e in finalize[: destroy[0] + 1]):
         # without it a Gloo worker may still free the last collective's tensors when Python exits: SIGABRT
         problems.append("finalize does not wait at dist.barrier() before destroy_process_group (PyTorch #190489)")
-    if "LOCAL_RANK" not in str(parser["device"] if "device" in parser else ""):
+    if "LOCAL_RANK" not in str(parser.get("device", "")):
         problems.append(f"device does not use LOCAL_RANK: {parser.get('device')!r}")
     return problems
+
+
+def sync_batchnorm_problems(configs: Path) -> list[str]:
+    """Under DDP a network with batch norm converts it to ``SyncBatchNorm`` (on GPUs, where torch supports it).
+
+    Each GPU would otherwise normalise its own few volumes (one, for the paper's batch spread over GPUs). The
+    contract: multi_gpu_train.json defines ``sync_batchnorm`` (true on CUDA) and the DDP ``network`` wraps a module
+    in which, with ``sync_batchnorm`` true, no plain batch-norm layer is left.
+    """
+    parser = parse_configs(configs / "train.json", configs / "multi_gpu_train.json")
+    net = parser.get_parsed_content("network_def")
+    if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules()):
+        return []
+    if "sync_batchnorm" not in parser:
+        return ["multi_gpu_train.json has no sync_batchnorm id, but the network has batch norm"]
+    parser["sync_batchnorm"] = True
+    module_expr = parser.get("network#module", None)
+    if not isinstance(module_expr, str) or not module_expr.startswith("$"):
+        return [f"multi_gpu_train.json: network#module is {module_expr!r}, expected an expression"]
+    # the DDP wrapper needs a process group; build only the module it wraps
+    parser["network#module"] = module_expr.replace(".to(@device)", "")
+    module = parser.get_parsed_content("network#module")
+    plain_bn = [n for n, m in module.named_modules() if type(m).__name__.startswith("BatchNorm")]
+    if plain_bn:
+        return [f"multi_gpu_train.json with sync_batchnorm true keeps plain batch norm in {plain_bn[:3]} ..."]
+    if not any(isinstance(m, torch.nn.SyncBatchNorm) for m in module.modules()):
+        return ["multi_gpu_train.json with sync_batchnorm true has no SyncBatchNorm layer"]
+    return []
+
+
+def test_multi_gpu_synchronises_batch_norm(bundle, monkeypatch):
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    problems = sync_batchnorm_problems(bundle / "configs")
+    assert not problems, "\n".join(problems)
 
 
 def test_multi_gpu_overlay_sets_up_and_tears_down_ddp(bundle):
@@ -343,7 +448,7 @@ def transform_list(parser: ConfigParser, list_id: str) -> list[tuple[str, dict]]
     if isinstance(value, str) and value.startswith("$"):
         for ref in re.findall(r"@([\w#:]+)", value):
             ref = ref.replace("::", "#").rstrip("#:")
-            sub = parser[ref] if ref in parser else None
+            sub = parser.get(ref, None)
             if isinstance(sub, list) and sub and all(isinstance(t, dict) and "_target_" in t for t in sub):
                 found += transform_list(parser, ref)
     return found
@@ -449,7 +554,7 @@ def edit(path: Path, change) -> None:
 
 
 @pytest.mark.parametrize(
-    "overlay, base, key",
+    ("overlay", "base", "key"),
     [("evaluate.json", "train.json", "validate#evalutor#amp"), ("demo.json", "inference.json", "netwrk_def#features")],
 )
 def test_negative_misspelt_overlay_section_is_caught(bundle, tmp_path, overlay, base, key):
@@ -525,6 +630,37 @@ def test_negative_broken_overlays_are_caught(bundle, tmp_path):
     edit(configs / "multi_gpu_train.json", lambda cfg: cfg.update({"finalize": ["$dist.destroy_process_group()"]}))
     problems = ddp_problems(parse_configs(configs / "train.json", configs / "multi_gpu_train.json"))
     assert len(problems) == 2 and "barrier" in problems[0], problems
+
+
+def test_negative_channel_count_bundle_root_and_sync_bn_are_caught(bundle, tmp_path, monkeypatch):
+    configs = broken_copy(bundle, tmp_path)
+
+    def typed_channel_count(cfg: dict) -> None:
+        cfg["network_def"]["in_channels"] = 1
+        cfg["train_data"] = cfg["train_data"].replace("n_channels=@num_channels", "n_channels=1")
+
+    edit(configs / "train.json", typed_channel_count)
+    edit(configs / "inference.json", lambda cfg: cfg.update(num_channels=cfg["num_channels"] + 1))
+    problems = channel_count_problems(configs)
+    assert any("network_def#in_channels is 1" in p for p in problems), problems
+    assert any("train_data passes a channel count '1'" in p for p in problems), problems
+    assert any(p.startswith("inference.json: num_channels") for p in problems), problems
+
+    edit(configs / "inference.json", lambda cfg: cfg.update(bundle_root="bundles/some_other_segmentation"))
+    problems = bundle_root_problems(configs, bundle.name)
+    assert problems == [
+        f"inference.json: bundle_root 'bundles/some_other_segmentation', expected 'bundles/{bundle.name}'"
+    ]
+
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    if sync_batchnorm_problems(bundle / "configs") or not any(
+        isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+        for m in parse_configs(configs / "train.json").get_parsed_content("network_def").modules()
+    ):
+        return  # the positive test reports it, or the network has no batch norm
+    edit(configs / "multi_gpu_train.json", lambda cfg: cfg.update(ddp_network_def="@network_def"))
+    problems = sync_batchnorm_problems(configs)
+    assert len(problems) == 1 and "keeps plain batch norm" in problems[0], problems
 
 
 def test_demo_overlay_applies_to_inference(bundle):
