@@ -67,6 +67,13 @@ def _train_step(parser: ConfigParser, patch: int, batch: int):
 
 
 def main(repeats: int = 3, out: str | None = None, threads: int | None = None) -> None:
+    """Time the paper's and the demo's training step and the two inference tilings side by side; print the table.
+
+    Args:
+        repeats: timed repetitions of each measurement (the median and the best are reported).
+        out: also write the table, with the command that produced it, to this Markdown file.
+        threads: torch intra-op threads (default: torch's choice).
+    """
     if threads:
         torch.set_num_threads(threads)
     rows = []
@@ -123,10 +130,9 @@ def main(repeats: int = 3, out: str | None = None, threads: int | None = None) -
     print(text)
     if out:
         Path(out).write_text(
-            f"# Benchmarks\n\nProduced by `python scripts/benchmark.py --repeats {repeats} --out {out}` (from the repository "
-            "root, in the project venv). Ratios come from one run, side by side.\n\n## abdominal_ct_multiorgan_segmentation\n\n"
-            + text
-            + "\n"
+            f"# Benchmarks\n\nProduced by `python scripts/benchmark.py --repeats {repeats} --out {out}` "
+            "(from the repository root, in the project venv). Ratios come from one run, side by side.\n\n"
+            "## abdominal_ct_multiorgan_segmentation\n\n" + text + "\n"
         )
 
 

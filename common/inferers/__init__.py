@@ -1,1 +1,1 @@
-"""inferers"""
+"""inferers."""

@@ -1,1 +1,1 @@
-"""networks"""
+"""networks."""

@@ -101,7 +101,14 @@ class UNet3D(torch.nn.Module):
         self.head = Convolution(spatial_dims, c_in, out_channels, kernel_size=1, conv_only=True, bias=True)
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Analysis path: returns the features of every level, the deepest last."""
+        """Analysis path: two convolutions per level, max pooling between levels.
+
+        Args:
+            x: input ``[B, in_channels, *spatial]``.
+
+        Returns:
+            the features of every level, the deepest last.
+        """
         skips: list[torch.Tensor] = []
         for i, block in enumerate(self.down):
             if i > 0:
@@ -111,12 +118,27 @@ class UNet3D(torch.nn.Module):
         return skips
 
     def decode(self, skips: list[torch.Tensor]) -> torch.Tensor:
-        """Synthesis path: up-sample, concatenate the equal-resolution skip, convolve; then the 1x1x1 head."""
+        """Synthesis path: up-sample, concatenate the equal-resolution skip, convolve; then the 1x1x1 head.
+
+        Args:
+            skips: the output of :py:meth:`encode`.
+
+        Returns:
+            logits ``[B, out_channels, *spatial]``.
+        """
         x = skips[-1]
         n = len(skips)
-        for i, (upsample, block) in enumerate(zip(self.upsample, self.up)):
+        for i, (upsample, block) in enumerate(zip(self.upsample, self.up, strict=True)):
             x = block(torch.cat([upsample(x), skips[n - 2 - i]], dim=1))
         return self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Segment ``x``.
+
+        Args:
+            x: ``[B, in_channels, *spatial]``, each spatial size divisible by :py:attr:`divisor`.
+
+        Returns:
+            logits ``[B, out_channels, *spatial]`` (softmax is applied by the loss and the post-processing).
+        """
         return self.decode(self.encode(x))
