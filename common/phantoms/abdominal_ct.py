@@ -47,8 +47,16 @@ from common.phantoms.drawing import (
     rotation_matrix,
     smooth_random_field,
 )
+from common.phantoms.registry import PhantomTask
 
-__all__ = ["generate_abdominal_ct", "ABDOMINAL_CT_LABELS", "HU_RANGES", "DEFAULT_SHAPE", "DEFAULT_SPACING"]
+__all__ = [
+    "generate_abdominal_ct",
+    "ABDOMINAL_CT_LABELS",
+    "HU_RANGES",
+    "DEFAULT_SHAPE",
+    "DEFAULT_SPACING",
+    "PHANTOM_TASK",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -102,13 +110,37 @@ class _Variation:
         self.rng = rng
 
     def hu(self, name: str) -> float:
+        """Draw a structure's mean HU from its range.
+
+        Args:
+            name: a key of :data:`HU_RANGES`.
+
+        Returns:
+            the value.
+        """
         lo, hi = HU_RANGES[name]
         return float(self.rng.uniform(lo, hi))
 
     def shift(self, mm: float = 10.0) -> np.ndarray:
+        """Draw a shift of up to ``mm`` per axis.
+
+        Args:
+            mm: the largest shift per axis.
+
+        Returns:
+            the shift (3,) in mm.
+        """
         return self.rng.uniform(-mm, mm, size=3)
 
     def scale(self, frac: float = 0.15) -> float:
+        """Draw a scale factor in ``1 +- frac``.
+
+        Args:
+            frac: the largest relative change.
+
+        Returns:
+            the factor.
+        """
         return float(self.rng.uniform(1.0 - frac, 1.0 + frac))
 
     def organ(
@@ -119,9 +151,17 @@ class _Variation:
         exponent: float = 2.0,
         body: np.ndarray | None = None,
     ) -> tuple[Ellipsoid, np.ndarray, float]:
-        """A smoothly deformed (super)ellipsoid, resized by +-15 % and shifted by +-10 mm.
+        """Draw a smoothly deformed (super)ellipsoid, resized by +-15 % and shifted by +-10 mm.
 
-        Returns the shape, its shift (mm) and its scale factor.
+        Args:
+            center: the centre in mm (scaled by ``body`` when given).
+            radii: the radii in mm.
+            angles: rotation angles in degrees.
+            exponent: the superellipsoid exponent.
+            body: the body's (x, y, 1) scale, or None.
+
+        Returns:
+            the shape, its shift (mm) and its scale factor.
         """
         rng = self.rng
         shift, s = self.shift(), self.scale()
@@ -139,7 +179,17 @@ class _Variation:
         jitter: float = 4.0,
         body: np.ndarray | None = None,
     ) -> tuple[Tube, np.ndarray, float]:
-        """A tube-like organ: control points scaled about their centroid by +-15 %, shifted, and jittered."""
+        """Draw a tube-like organ: control points scaled about their centroid by +-15 %, shifted, and jittered.
+
+        Args:
+            points: control points in mm.
+            radii: radius at each control point in mm.
+            jitter: standard deviation of the points' jitter in mm.
+            body: the body's (x, y, 1) scale, or None.
+
+        Returns:
+            the tube, its shift (mm) and its scale factor.
+        """
         rng = self.rng
         shift, s = self.shift(), self.scale()
         pts = np.asarray(points, dtype=np.float64) * (1.0 if body is None else body)
@@ -149,7 +199,16 @@ class _Variation:
         return Tube.through(pts, r), shift, s
 
     def vessel(self, points: Sequence[Sequence[float]], radii: Sequence[float], jitter: float = 2.5) -> Tube:
-        """A vessel through given control points (already placed), with jittered interior points and radii +-15 %."""
+        """Draw a vessel through given control points (already placed), jittered inside, radii +-15 %.
+
+        Args:
+            points: control points in mm; the end points are kept.
+            radii: radius at each control point in mm.
+            jitter: standard deviation of the interior points' jitter in mm.
+
+        Returns:
+            the tube.
+        """
         pts = np.array(points, dtype=np.float64)
         noise = self.rng.normal(0.0, jitter, size=pts.shape)
         noise[[0, -1]] = 0.0
@@ -158,9 +217,13 @@ class _Variation:
 
 
 def _body_layers(v: _Variation) -> tuple[list[tuple[Shape, float]], Shape, np.ndarray, np.ndarray]:
-    """Body outline, muscle wall and abdominal cavity.
+    """Draw the body outline, muscle wall and abdominal cavity.
 
-    Returns the (shape, HU) layers, the cavity, the body's (x, y, 1) scale and the muscle layer's radii.
+    Args:
+        v: the case's random variation.
+
+    Returns:
+        the (shape, HU) layers, the cavity, the body's (x, y, 1) scale and the muscle layer's radii.
     """
     body_scale = np.array([v.rng.uniform(0.93, 1.07), v.rng.uniform(0.93, 1.07), 1.0])
     radii = np.array([160.0, 115.0, np.inf]) * body_scale
@@ -176,7 +239,16 @@ def _body_layers(v: _Variation) -> tuple[list[tuple[Shape, float]], Shape, np.nd
 
 
 def _ribs(v: _Variation, center_y: float, muscle_radii: np.ndarray) -> list[Tube]:
-    """Four pairs of ribs curving from the spine round the flanks, sloping down anteriorly."""
+    """Draw four pairs of ribs curving from the spine round the flanks, sloping down anteriorly.
+
+    Args:
+        v: the case's random variation.
+        center_y: the body's centre in y (mm).
+        muscle_radii: the muscle layer's radii (mm).
+
+    Returns:
+        the ribs.
+    """
     ribs = []
     ring = muscle_radii[:2] - 6.0
     for z0, reach in ((112.0, 80.0), (86.0, 70.0), (60.0, 40.0), (34.0, 10.0)):
@@ -372,3 +444,19 @@ def generate_abdominal_ct(
     np.clip(image, *HU_CLIP, out=image)
     logger.debug("abdominal CT phantom: shape %s, spacing %s, noise sigma %.1f HU", canvas.shape, tuple(spacing), sigma)
     return np.rint(image).astype(np.int16), canvas.label
+
+
+#: The task this module declares (found by :data:`common.phantoms.registry.PHANTOM_TASKS`).
+PHANTOM_TASK = PhantomTask(
+    name="abdominal_ct_multiorgan",
+    generator=generate_abdominal_ct,
+    labels=ABDOMINAL_CT_LABELS,
+    modality={"0": "CT"},
+    description=(
+        "Synthetic portal-venous abdominal CT phantom (HU) with artery, portal vein, liver, spleen, stomach, "
+        "gallbladder and pancreas labels, standing in for the data of Roth et al. 2018, Sec. III.A"
+    ),
+    dicom_modality="CT",
+    defaults={"shape": list(DEFAULT_SHAPE), "spacing": [float(s) for s in DEFAULT_SPACING]},
+    version=1,
+)

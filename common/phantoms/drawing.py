@@ -163,8 +163,18 @@ class SmoothWarp:
         self.amplitude = float(amplitude)
 
     def __call__(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> Axes:
+        """Displace world coordinates.
+
+        Args:
+            x: x coordinates in mm (any shape broadcastable with ``y`` and ``z``).
+            y: y coordinates in mm.
+            z: z coordinates in mm.
+
+        Returns:
+            the displaced coordinates ``(x, y, z) + d(x, y, z)``.
+        """
         xs, ys, zs = x, y, z
-        for f, phase, v in zip(self.frequencies, self.phases, self.vectors):
+        for f, phase, v in zip(self.frequencies, self.phases, self.vectors, strict=True):
             s = np.sin(np.float32(f[0]) * x + np.float32(f[1]) * y + (np.float32(f[2]) * z + np.float32(phase)))
             xs, ys, zs = xs + np.float32(v[0]) * s, ys + np.float32(v[1]) * s, zs + np.float32(v[2]) * s
         return xs, ys, zs
@@ -211,6 +221,11 @@ class Ellipsoid(Shape):
         self.warp = warp
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Return the box holding the shape (see :meth:`Shape.bounds`).
+
+        Returns:
+            the lower and upper world corners in mm.
+        """
         r = np.abs(self.rotation) if self.rotation is not None else np.eye(3)
         with np.errstate(invalid="ignore"):
             half = np.where(r > 0, r * self.radii[None, :], 0.0).sum(axis=1)
@@ -218,6 +233,16 @@ class Ellipsoid(Shape):
         return self.center - half, self.center + half
 
     def sdf(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """Return the signed distance in mm on broadcast axes (see :meth:`Shape.sdf`).
+
+        Args:
+            x: ``(nx, 1, 1)`` ascending x coordinates in mm.
+            y: ``(1, ny, 1)`` ascending y coordinates in mm.
+            z: ``(1, 1, nz)`` ascending z coordinates in mm.
+
+        Returns:
+            the signed distance, broadcastable to ``(nx, ny, nz)``.
+        """
         if self.warp is not None:
             x, y, z = self.warp(x, y, z)
         d = (x - np.float32(self.center[0]), y - np.float32(self.center[1]), z - np.float32(self.center[2]))
@@ -257,7 +282,16 @@ class Tube(Shape):
 
     @classmethod
     def through(cls, points: np.ndarray, radii: float | Sequence[float], samples_per_segment: int = 6) -> Tube:
-        """Build a tube along a Catmull-Rom spline through ``points``; radii are interpolated linearly."""
+        """Build a tube along a Catmull-Rom spline through ``points``; radii are interpolated linearly.
+
+        Args:
+            points: ``(N, 3)`` control points in world mm.
+            radii: radius in mm at each control point, or one radius.
+            samples_per_segment: polyline vertices per spline segment.
+
+        Returns:
+            the tube.
+        """
         pts = np.asarray(points, dtype=np.float64)
         r = np.broadcast_to(np.asarray(radii, dtype=np.float64), (len(pts),))
         curve = smooth_polyline(pts, samples_per_segment)
@@ -265,18 +299,33 @@ class Tube(Shape):
         return cls(curve, np.interp(s, np.arange(len(pts)), r))
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Return the box holding the shape (see :meth:`Shape.bounds`).
+
+        Returns:
+            the lower and upper world corners in mm.
+        """
         r = self.radii.max()
         return self.points.min(axis=0) - r, self.points.max(axis=0) + r
 
     def sdf(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """Return the signed distance in mm on broadcast axes (see :meth:`Shape.sdf`).
+
+        Args:
+            x: ``(nx, 1, 1)`` ascending x coordinates in mm.
+            y: ``(1, ny, 1)`` ascending y coordinates in mm.
+            z: ``(1, 1, nz)`` ascending z coordinates in mm.
+
+        Returns:
+            the signed distance, broadcastable to ``(nx, ny, nz)``.
+        """
         axes = (x.ravel(), y.ravel(), z.ravel())
         out = np.full((axes[0].size, axes[1].size, axes[2].size), _FAR, dtype=np.float32)
-        for a, b, ra, rb in zip(self.points[:-1], self.points[1:], self.radii[:-1], self.radii[1:]):
+        for a, b, ra, rb in zip(self.points[:-1], self.points[1:], self.radii[:-1], self.radii[1:], strict=True):
             pad = max(ra, rb) + 4.0 * _axis_step(axes)
             lo, hi = np.minimum(a, b) - pad, np.maximum(a, b) + pad
             sl = tuple(
                 slice(np.searchsorted(ax, low), np.searchsorted(ax, high, side="right"))
-                for ax, low, high in zip(axes, lo, hi)
+                for ax, low, high in zip(axes, lo, hi, strict=True)
             )
             if any(s.stop <= s.start for s in sl):
                 continue
@@ -308,9 +357,24 @@ class HalfSpace(Shape):
         self.normal = n / np.linalg.norm(n)
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Return the box holding the shape (see :meth:`Shape.bounds`).
+
+        Returns:
+            the lower and upper world corners in mm.
+        """
         return np.full(3, -np.inf), np.full(3, np.inf)
 
     def sdf(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """Return the signed distance in mm on broadcast axes (see :meth:`Shape.sdf`).
+
+        Args:
+            x: ``(nx, 1, 1)`` ascending x coordinates in mm.
+            y: ``(1, ny, 1)`` ascending y coordinates in mm.
+            z: ``(1, 1, nz)`` ascending z coordinates in mm.
+
+        Returns:
+            the signed distance, broadcastable to ``(nx, ny, nz)``.
+        """
         n, p = self.normal.astype(np.float32), self.point.astype(np.float32)
         return (x - p[0]) * n[0] + (y - p[1]) * n[1] + (z - p[2]) * n[2]
 
@@ -323,10 +387,25 @@ class Union(Shape):
         self.smoothness = float(smoothness)
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Return the box holding the shape (see :meth:`Shape.bounds`).
+
+        Returns:
+            the lower and upper world corners in mm.
+        """
         b = [s.bounds() for s in self.shapes]
         return np.min([lo for lo, _ in b], axis=0), np.max([hi for _, hi in b], axis=0)
 
     def sdf(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """Return the signed distance in mm on broadcast axes (see :meth:`Shape.sdf`).
+
+        Args:
+            x: ``(nx, 1, 1)`` ascending x coordinates in mm.
+            y: ``(1, ny, 1)`` ascending y coordinates in mm.
+            z: ``(1, 1, nz)`` ascending z coordinates in mm.
+
+        Returns:
+            the signed distance, broadcastable to ``(nx, ny, nz)``.
+        """
         d = self.shapes[0].sdf(x, y, z)
         k = np.float32(self.smoothness)
         for shape in self.shapes[1:]:
@@ -346,10 +425,25 @@ class Intersection(Shape):
         self.shapes = list(shapes)
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Return the box holding the shape (see :meth:`Shape.bounds`).
+
+        Returns:
+            the lower and upper world corners in mm.
+        """
         b = [s.bounds() for s in self.shapes]
         return np.max([lo for lo, _ in b], axis=0), np.min([hi for _, hi in b], axis=0)
 
     def sdf(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """Return the signed distance in mm on broadcast axes (see :meth:`Shape.sdf`).
+
+        Args:
+            x: ``(nx, 1, 1)`` ascending x coordinates in mm.
+            y: ``(1, ny, 1)`` ascending y coordinates in mm.
+            z: ``(1, 1, nz)`` ascending z coordinates in mm.
+
+        Returns:
+            the signed distance, broadcastable to ``(nx, ny, nz)``.
+        """
         d = self.shapes[0].sdf(x, y, z)
         for shape in self.shapes[1:]:
             d = np.maximum(d, shape.sdf(x, y, z))
@@ -363,9 +457,24 @@ class Difference(Shape):
         self.base, self.cut = base, cut
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Return the box holding the shape (see :meth:`Shape.bounds`).
+
+        Returns:
+            the lower and upper world corners in mm.
+        """
         return self.base.bounds()
 
     def sdf(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """Return the signed distance in mm on broadcast axes (see :meth:`Shape.sdf`).
+
+        Args:
+            x: ``(nx, 1, 1)`` ascending x coordinates in mm.
+            y: ``(1, ny, 1)`` ascending y coordinates in mm.
+            z: ``(1, 1, nz)`` ascending z coordinates in mm.
+
+        Returns:
+            the signed distance, broadcastable to ``(nx, ny, nz)``.
+        """
         return np.maximum(self.base.sdf(x, y, z), -self.cut.sdf(x, y, z))
 
 
@@ -472,7 +581,7 @@ def smooth_random_field(
         std: the target standard deviation.
     """
     weights = []
-    for n, s in zip(shape, spacing):
+    for n, s in zip(shape, spacing, strict=True):
         extent = n * s
         nodes = np.arange(-correlation, extent + 2 * correlation, correlation)
         pos = (np.arange(n) + 0.5) * s
