@@ -1,91 +1,34 @@
-"""Input checks: plain functions, and the MONAI dictionary transforms that apply them in a transform chain.
+"""Input checks as plain functions on shapes, affines and arrays.
 
-Each check raises :py:class:`~common.data.errors.BundleInputError` naming the file (from the MetaTensor's
-``meta["filename_or_obj"]``), what was found and what was expected (BUNDLE_CONTRACT.md, "Errors"). The transforms
-belong right after ``LoadImaged`` / ``EnsureChannelFirstd``; they read shapes and affines, and make one pass over
-the voxels (label values, finiteness) without copying the array.
+The dictionary transforms that apply them in a transform chain are in :py:mod:`common.data.dictionary`; the
+header-level run over a whole datalist is :py:func:`common.data.datalist.preflight_check`.
 
-Inside a :py:class:`monai.transforms.Compose` (and again inside a MONAI ``Dataset``), MONAI's ``apply_transform``
-wraps any exception as ``RuntimeError("applying transform ...")`` raised ``from`` the original, so the
-``BundleInputError`` is the root ``__cause__`` of what propagates: Python prints it first in the traceback, and
-:py:func:`find_bundle_input_error` retrieves it. With ``DataLoader(num_workers>0)`` only the text survives the worker:
-the ``RuntimeError`` raised in the main process contains the worker's formatted traceback, message included.
+Each check raises :py:class:`~common.data.errors.BundleInputError` naming the file, what was found and what was
+expected (BUNDLE_CONTRACT.md, "Errors"), and ``ValueError`` for a bad argument. Shapes are channel-first
+``(C, *spatial)`` with any number of spatial dimensions: 2D slices, 3D volumes, 3D+time as 4 spatial dimensions; time
+points given as channels (4D perfusion CT) are channels here. The value checks make one chunked pass over the voxels
+without copying the array.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
-import torch
-from monai.config import KeysCollection
-from monai.data import MetaTensor
-from monai.transforms import LoadImaged, MapTransform
 from monai.utils import convert_to_numpy
 
 from .errors import BundleInputError
-from .io import LoadImageChecked
+from .messages import MAX_LISTED, count_noun, describe_geometry, format_allowed_values, format_value, format_values
 
 __all__ = [
-    "CheckFiniteValuesd",
-    "CheckInputd",
-    "CheckLabelValuesd",
-    "CheckShapeMatchd",
-    "LoadImageCheckedd",
     "check_channels",
     "check_finite_values",
     "check_label_values",
     "check_spatial_match",
-    "find_bundle_input_error",
+    "check_stacked_files",
 ]
 
-logger = logging.getLogger(__name__)
-
 _CHUNK = 1 << 22  # voxels per chunk for the value checks: bounds the temporaries to a few MB
-_MAX_LISTED = 10  # unexpected values listed in a message
-
-
-# --- formatting ---------------------------------------------------------------------------------------------------
-
-
-def _count(n: int, plural: str) -> str:
-    """``"1 channel"``, ``"2 channels"``, ``"1 time point"``, ``"19 time points"``."""
-    noun = plural[:-1] if n == 1 and plural.endswith("s") else plural
-    return f"{n} {noun}"
-
-
-def _format_value(v: float) -> str:
-    v = float(v)
-    return str(int(v)) if v.is_integer() else f"{v:g}"
-
-
-def _format_set(values: Sequence[float]) -> str:
-    return "{" + ", ".join(_format_value(v) for v in values) + "}"
-
-
-def _format_allowed(values: np.ndarray) -> str:
-    """Like :py:func:`_format_set`, shortening a long run of consecutive integers to ``{0, 1, ..., 99}``."""
-    run = values.size > _MAX_LISTED and bool(np.all(np.diff(values) == 1))
-    if run and float(values[0]).is_integer():
-        return "{" + f"{_format_value(values[0])}, {_format_value(values[1])}, ..., {_format_value(values[-1])}" + "}"
-    return _format_set(values)
-
-
-def _source(data: Mapping, key: Hashable) -> str:
-    """The file behind ``data[key]``: ``meta["filename_or_obj"]`` of a MetaTensor or of ``<key>_meta_dict``."""
-    value = data[key]
-    meta = value.meta if isinstance(value, MetaTensor) else data.get(f"{key}_meta_dict")
-    name = meta.get("filename_or_obj") if isinstance(meta, Mapping) else None
-    return str(name) if name else f"data[{key!r}] (no file name in its meta data)"
-
-
-def _affine(x) -> np.ndarray | None:
-    affine = getattr(x, "affine", None)
-    return None if affine is None else convert_to_numpy(affine).astype(np.float64, copy=False)
-
-
-# --- plain checks -------------------------------------------------------------------------------------------------
 
 
 def check_channels(
@@ -94,7 +37,7 @@ def check_channels(
     n_channels: int | None = None,
     spatial_dims: int = 3,
     channel_name: str = "channels",
-    min_spatial_size: int | Sequence[int] | None = None,
+    min_spatial_size: int | Sequence[int | None] | None = None,
 ) -> None:
     """Check a channel-first shape ``(C, *spatial)``: dimensionality, channel count and minimum spatial size.
 
@@ -102,15 +45,21 @@ def check_channels(
         shape: channel-first shape, as after ``EnsureChannelFirst``.
         source: the file named in the error.
         n_channels: expected number of channels; ``None`` accepts any.
-        spatial_dims: expected number of spatial dimensions.
+        spatial_dims: expected number of spatial dimensions: 2 for slices, 3 for volumes, 4 for 3D+time with time
+            as the 4th spatial axis.
         channel_name: plural noun for the channels in messages, e.g. ``"time points"`` for 4D perfusion CT.
         min_spatial_size: smallest allowed size per spatial axis (an int for all axes; ``None`` or a negative entry
             skips an axis).
 
     Raises:
         BundleInputError: e.g. ``"<file>: found 17 time points; expected 19 time points"``.
+        ValueError: ``min_spatial_size`` does not have ``spatial_dims`` entries.
     """
     shape = tuple(int(s) for s in shape)
+    minimum = (min_spatial_size,) * spatial_dims if isinstance(min_spatial_size, int) else min_spatial_size
+    minimum = None if minimum is None else tuple(minimum)
+    if minimum is not None and len(minimum) != spatial_dims:
+        raise ValueError(f"min_spatial_size must have {spatial_dims} entries (spatial_dims), got {minimum}.")
     if len(shape) - 1 != spatial_dims:
         raise BundleInputError(
             source,
@@ -118,15 +67,11 @@ def check_channels(
             f"{spatial_dims} spatial dimensions after the channel dimension",
         )
     if n_channels is not None and shape[0] != n_channels:
-        raise BundleInputError(source, _count(shape[0], channel_name), _count(n_channels, channel_name))
-    if min_spatial_size is not None:
-        minimum = (min_spatial_size,) * spatial_dims if isinstance(min_spatial_size, int) else tuple(min_spatial_size)
-        if len(minimum) != spatial_dims:
-            raise ValueError(f"min_spatial_size must have {spatial_dims} entries, got {minimum}.")
-        if any(m is not None and m >= 0 and s < m for s, m in zip(shape[1:], minimum)):
-            raise BundleInputError(
-                source, f"spatial shape {shape[1:]}", f"at least {minimum} voxels (negative entries: any size)"
-            )
+        raise BundleInputError(source, count_noun(shape[0], channel_name), count_noun(n_channels, channel_name))
+    if minimum is not None and any(m is not None and m >= 0 and s < m for s, m in zip(shape[1:], minimum, strict=True)):
+        raise BundleInputError(
+            source, f"spatial shape {shape[1:]}", f"at least {minimum} voxels (negative entries: any size)"
+        )
 
 
 def check_spatial_match(
@@ -142,9 +87,11 @@ def check_spatial_match(
 ) -> None:
     """Check that an image (e.g. a label map) has the spatial shape and affine of a reference image.
 
+    Works for any number of spatial dimensions; channel counts are not compared.
+
     Args:
         shape: channel-first shape of the checked image.
-        affine: its 4x4 affine, or ``None`` to skip the affine test.
+        affine: its affine, or ``None`` to skip the affine test.
         source: its file, named in the error.
         ref_shape: channel-first shape of the reference.
         ref_affine: the reference's affine, or ``None`` to skip the affine test.
@@ -172,22 +119,102 @@ def check_spatial_match(
         )
     diff = float(np.max(np.abs(affine - ref_affine)))
     if not diff <= affine_atol:  # also catches NaN
-
-        def _geometry(a: np.ndarray) -> str:
-            n = a.shape[0] - 1
-            spacing = tuple(round(float(s), 4) for s in np.linalg.norm(a[:n, :n], axis=0))
-            origin = tuple(round(float(o), 4) for o in a[:n, n])
-            return f"spacing {spacing}, origin {origin}"
-
         raise BundleInputError(
             source,
-            f"a {name} affine ({_geometry(affine)}) differing from the {ref_name}'s by up to {diff:.4g}",
-            f"the {ref_name}'s affine ({_geometry(ref_affine)}; {ref_source}) within {affine_atol:g}",
+            f"a {name} affine ({describe_geometry(affine)}) differing from the {ref_name}'s by up to {diff:.4g}",
+            f"the {ref_name}'s affine ({describe_geometry(ref_affine)}; {ref_source}) within {affine_atol:g}",
         )
 
 
-def check_label_values(label, allowed_values: Sequence[int], source: str) -> None:
-    """Check that every voxel of a label map holds one of ``allowed_values``.
+def _odd_one(items: Sequence, same) -> tuple[int, list[int]] | None:
+    """Find the first item that differs from the majority of the items.
+
+    Args:
+        items: the items to compare.
+        same: ``same(a, b)`` is whether two items agree.
+
+    Returns:
+        the odd item's index and the indices of the other items that agree with the majority (ties: the majority
+        that holds the earliest item), or ``None`` when all items agree.
+    """
+    counts = [sum(bool(same(a, b)) for b in items) for a in items]
+    ref = items[counts.index(max(counts))]
+    agree = [bool(same(item, ref)) for item in items]
+    if all(agree):
+        return None
+    odd = agree.index(False)
+    return odd, [j for j, ok in enumerate(agree) if ok]
+
+
+def _same_affine(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    if a is None or b is None:
+        return True
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return a.shape == b.shape and bool(np.allclose(a, b))
+
+
+def check_stacked_files(
+    shapes: Sequence[Sequence[int]], affines: Sequence[np.ndarray | None], sources: Sequence[str]
+) -> None:
+    """Check that files stacked as the channels of one image (e.g. four MRI sequences) agree with each other.
+
+    MONAI's ``LoadImage`` stacks a list of files into the channels of one image; it needs the same spatial shape,
+    the same affine (``numpy.allclose`` with its default tolerances, the test ``LoadImage`` applies) and the same
+    number of channels in every file. The odd file is found against the majority of the files (ties: the earliest),
+    so when the first file is the odd one it is the one named.
+
+    Args:
+        shapes: each file's channel-first shape ``(C, *spatial)``.
+        affines: each file's affine, ``None`` to skip it in the affine test.
+        sources: the files, named in the error.
+
+    Raises:
+        BundleInputError: naming the file whose spatial shape, channel count or affine differs from the others',
+            e.g. ``"<flair file>: found spatial shape (8, 9, 11); expected the spatial shape (8, 9, 10) of the other
+            files stacked with it as channels (<t1 file>, <t1c file>, <t2 file>)"``.
+        ValueError: ``shapes``, ``affines`` and ``sources`` differ in length.
+    """
+    if not len(shapes) == len(affines) == len(sources):
+        raise ValueError(
+            f"shapes, affines and sources must have one entry per file, got {len(shapes)}, {len(affines)} "
+            f"and {len(sources)}."
+        )
+    shapes = [tuple(int(s) for s in shape) for shape in shapes]
+    where = "of the other files stacked with it as channels"
+
+    spatial = [s[1:] for s in shapes]
+    if odd := _odd_one(spatial, lambda a, b: a == b):
+        i, agree = odd
+        listed = ", ".join(str(sources[j]) for j in agree)
+        raise BundleInputError(
+            sources[i], f"spatial shape {spatial[i]}", f"the spatial shape {spatial[agree[0]]} {where} ({listed})"
+        )
+    channels = [s[0] for s in shapes]
+    if odd := _odd_one(channels, lambda a, b: a == b):
+        i, agree = odd
+        listed = ", ".join(str(sources[j]) for j in agree)
+        raise BundleInputError(
+            sources[i],
+            count_noun(channels[i], "channels"),
+            f"{count_noun(channels[agree[0]], 'channels')} per file, as in the other files stacked with it as "
+            f"channels ({listed})",
+        )
+    if odd := _odd_one(affines, _same_affine):
+        i, agree = odd
+        listed = ", ".join(str(sources[j]) for j in agree)
+        affine, ref = np.asarray(affines[i], dtype=np.float64), np.asarray(affines[agree[0]], dtype=np.float64)
+        if affine.shape != ref.shape:
+            raise BundleInputError(sources[i], f"a {affine.shape} affine", f"the {ref.shape} affine {where} ({listed})")
+        diff = float(np.max(np.abs(affine - ref)))
+        raise BundleInputError(
+            sources[i],
+            f"an affine ({describe_geometry(affine)}) differing from the other files' by up to {diff:.4g}",
+            f"the affine ({describe_geometry(ref)}) {where} ({listed})",
+        )
+
+
+def check_label_values(label, allowed_values: Sequence[float], source: str, ignore_value: float | None = None) -> None:
+    """Check that every voxel of a label map holds one of ``allowed_values`` (or the ``ignore_value``).
 
     One pass over the voxels in chunks (``np.isin``); values outside the set are gathered only from the offending
     chunks. An integer label map whose values form a contiguous range needs just its minimum and maximum.
@@ -196,13 +223,26 @@ def check_label_values(label, allowed_values: Sequence[int], source: str) -> Non
         label: the label map (numpy array or tensor; any shape).
         allowed_values: the label values the bundle knows, e.g. ``range(8)``.
         source: the file named in the error.
+        ignore_value: a value that marks voxels without annotation (e.g. 255 for "not annotated" in sparse
+            annotations), allowed anywhere in addition to ``allowed_values`` and named apart in the message;
+            ``None`` for none.
 
     Raises:
-        BundleInputError: e.g. ``"<file>: found label values {9, 12}; expected label values in {0, 1, ..., 7}"``.
+        BundleInputError: e.g. ``"<file>: found label values {9, 12}; expected label values in {0, 1, ..., 7}"``, or
+            ``"...; expected label values in {0, 1, 2} or the ignore value 255"``.
+        ValueError: ``allowed_values`` is empty, or holds ``ignore_value``.
     """
     allowed = np.unique(np.asarray(list(allowed_values), dtype=np.float64))
     if allowed.size == 0:
         raise ValueError("allowed_values must name at least one label value.")
+    expected = f"label values in {format_allowed_values(allowed)}"
+    if ignore_value is not None:
+        if np.isin(float(ignore_value), allowed):
+            raise ValueError(
+                f"ignore_value {ignore_value} is also one of allowed_values; a voxel value is a class or unannotated."
+            )
+        expected += f" or the ignore value {format_value(ignore_value)}"
+        allowed = np.union1d(allowed, [float(ignore_value)])
     arr = convert_to_numpy(label)
     if arr.size == 0:
         return
@@ -220,19 +260,19 @@ def check_label_values(label, allowed_values: Sequence[int], source: str) -> Non
         bad = np.unique(chunk[~ok])
         n_nan += int(np.isnan(bad).any()) if np.issubdtype(bad.dtype, np.floating) else 0
         found.update(float(v) for v in bad if v == v)  # NaN != NaN: counted apart
-        if len(found) > 100 * _MAX_LISTED:
+        if len(found) > 100 * MAX_LISTED:
             break
     if not found and not n_nan:
         return
-    listed = sorted(found)[:_MAX_LISTED]
-    text = _format_set(listed)
+    listed = sorted(found)[:MAX_LISTED]
+    text = format_values(listed)
     if n_nan:
         text = text[:-1] + (", " if listed else "") + "nan}"
-    if len(found) > _MAX_LISTED:
-        text = f"{len(found)}{'+' if len(found) > 100 * _MAX_LISTED else ''} unexpected label values, the lowest {text}"
+    if len(found) > MAX_LISTED:
+        text = f"{len(found)}{'+' if len(found) > 100 * MAX_LISTED else ''} unexpected label values, the lowest {text}"
     else:
         text = f"label values {text}"
-    raise BundleInputError(source, text, f"label values in {_format_allowed(allowed)}")
+    raise BundleInputError(source, text, expected)
 
 
 def check_finite_values(image, source: str) -> None:
@@ -261,232 +301,3 @@ def check_finite_values(image, source: str) -> None:
         n_inf += int(np.count_nonzero(np.isinf(chunk)))
     if n_nan or n_inf:  # else only the float64 sum overflowed
         raise BundleInputError(source, f"{n_nan} NaN and {n_inf} infinite voxel values", "finite values in every voxel")
-
-
-def find_bundle_input_error(exc: BaseException | None) -> BundleInputError | None:
-    """The :py:class:`BundleInputError` behind ``exc``: ``exc`` itself or one of its causes/contexts, else ``None``.
-
-    MONAI wraps transform and config errors in ``RuntimeError`` (``apply_transform``, ``ConfigExpression.evaluate``,
-    ``instantiate``) raised ``from`` the original; this follows ``__cause__`` then ``__context__``.
-
-    Args:
-        exc: the exception that propagated.
-    """
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, BundleInputError):
-            return exc
-        seen.add(id(exc))
-        exc = exc.__cause__ if exc.__cause__ is not None else exc.__context__
-    return None
-
-
-# --- dictionary transforms ----------------------------------------------------------------------------------------
-
-
-class LoadImageCheckedd(LoadImaged):
-    """:py:class:`monai.transforms.LoadImaged` that reports a file it cannot read as a :py:class:`BundleInputError`.
-
-    Same arguments and output as ``LoadImaged`` (its loader is a :py:class:`~common.data.io.LoadImageChecked`).
-    A reader failure becomes ``BundleInputError("<file>", "an unreadable file (<reader error>)",
-    "a NIfTI file or a DICOM series folder")`` with the reader's exception as ``__cause__``; a missing file is
-    reported as missing.
-    """
-
-    def __init__(
-        self,
-        keys: KeysCollection,
-        reader=None,
-        dtype=np.float32,
-        meta_keys: KeysCollection | None = None,
-        meta_key_postfix: str = "meta_dict",
-        overwriting: bool = False,
-        image_only: bool = True,
-        ensure_channel_first: bool = False,
-        simple_keys: bool = False,
-        prune_meta_pattern: str | None = None,
-        prune_meta_sep: str = ".",
-        allow_missing_keys: bool = False,
-        expanduser: bool = True,
-        *args,
-        **kwargs,
-    ) -> None:
-        super().__init__(
-            keys,
-            reader,
-            dtype,
-            meta_keys,
-            meta_key_postfix,
-            overwriting,
-            image_only,
-            ensure_channel_first,
-            simple_keys,
-            prune_meta_pattern,
-            prune_meta_sep,
-            allow_missing_keys,
-            expanduser,
-            *args,
-            **kwargs,
-        )
-        self._loader = LoadImageChecked(
-            reader,
-            image_only,
-            dtype,
-            ensure_channel_first,
-            simple_keys,
-            prune_meta_pattern,
-            prune_meta_sep,
-            expanduser,
-            *args,
-            **kwargs,
-        )
-
-
-class CheckInputd(MapTransform):
-    """Check each key's channel count and dimensionality, right after ``LoadImaged`` + ``EnsureChannelFirstd``.
-
-    The data are channel-first ``(C, *spatial)``; only ``.shape`` is read. The file named in an error comes from the
-    MetaTensor's ``meta["filename_or_obj"]``.
-
-    Args:
-        keys: keys of the images to check.
-        n_channels: expected number of channels (1 for CT in HU, 19 for the perfusion CT's time points); ``None``
-            accepts any.
-        spatial_dims: expected number of spatial dimensions.
-        channel_name: plural noun for the channels in messages, e.g. ``"time points"``.
-        min_spatial_size: smallest allowed size per spatial axis (int for all axes, or a sequence; negative: any).
-        allow_missing_keys: don't raise an exception if a key is missing.
-
-    Raises:
-        BundleInputError: e.g. ``"<file>: found 17 time points; expected 19 time points"``.
-    """
-
-    def __init__(
-        self,
-        keys: KeysCollection,
-        n_channels: int | None = None,
-        spatial_dims: int = 3,
-        channel_name: str = "channels",
-        min_spatial_size: int | Sequence[int] | None = None,
-        allow_missing_keys: bool = False,
-    ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        if n_channels is not None and n_channels < 1:
-            raise ValueError(f"n_channels must be None or a positive int, got {n_channels}.")
-        if spatial_dims < 1:
-            raise ValueError(f"spatial_dims must be a positive int, got {spatial_dims}.")
-        self.n_channels = n_channels
-        self.spatial_dims = spatial_dims
-        self.channel_name = channel_name
-        self.min_spatial_size = min_spatial_size
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            check_channels(
-                d[key].shape,
-                _source(d, key),
-                self.n_channels,
-                self.spatial_dims,
-                self.channel_name,
-                self.min_spatial_size,
-            )
-        return d
-
-
-class CheckShapeMatchd(MapTransform):
-    """Check that all keys share the first key's spatial shape and (within ``affine_atol``) its affine.
-
-    Only ``.shape`` and ``.affine`` are read; a key without an affine (plain tensor) has its shape checked only.
-
-    Args:
-        keys: the reference key first (the image), then the keys that must match it (label, masks).
-        affine_atol: largest allowed absolute difference between affine entries (mm).
-        allow_missing_keys: don't raise an exception if a key is missing.
-
-    Raises:
-        BundleInputError: naming the mismatching file, with both shapes (or spacings and origins).
-    """
-
-    def __init__(
-        self, keys: KeysCollection = ("image", "label"), affine_atol: float = 1e-3, allow_missing_keys: bool = False
-    ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        if affine_atol < 0:
-            raise ValueError(f"affine_atol must be >= 0, got {affine_atol}.")
-        self.affine_atol = affine_atol
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
-        present = list(self.key_iterator(d))
-        if len(present) < 2:
-            return d
-        ref = present[0]
-        for key in present[1:]:
-            check_spatial_match(
-                d[key].shape,
-                _affine(d[key]),
-                _source(d, key),
-                d[ref].shape,
-                _affine(d[ref]),
-                _source(d, ref),
-                self.affine_atol,
-                name=str(key),
-                ref_name=str(ref),
-            )
-        return d
-
-
-class CheckLabelValuesd(MapTransform):
-    """Check that every voxel of each key holds one of ``allowed_values``.
-
-    One chunked pass over the voxels, no copy of the array (see :py:func:`check_label_values`).
-
-    Args:
-        keys: keys of the label maps.
-        allowed_values: the label values the bundle knows, e.g. ``[0, 1, 2, 3, 4, 5, 6, 7]``.
-        allow_missing_keys: don't raise an exception if a key is missing (inference without labels).
-
-    Raises:
-        BundleInputError: e.g. ``"<file>: found label values {9, 12}; expected label values in {0, 1, ..., 7}"``.
-    """
-
-    def __init__(
-        self,
-        keys: KeysCollection = "label",
-        allowed_values: Sequence[int] | None = None,
-        allow_missing_keys: bool = False,
-    ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        if not allowed_values:
-            raise ValueError(f"allowed_values must name at least one label value, e.g. [0, 1]; got {allowed_values}.")
-        self.allowed_values = [int(v) for v in allowed_values]
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            check_label_values(d[key], self.allowed_values, _source(d, key))
-        return d
-
-
-class CheckFiniteValuesd(MapTransform):
-    """Check that each key's image holds no NaN or infinite value.
-
-    One pass (a float64 sum) for a good image; see :py:func:`check_finite_values`.
-
-    Args:
-        keys: keys of the images to check.
-        allow_missing_keys: don't raise an exception if a key is missing.
-
-    Raises:
-        BundleInputError: e.g. ``"<file>: found 3 NaN and 0 infinite voxel values; expected finite values ..."``.
-    """
-
-    def __init__(self, keys: KeysCollection = "image", allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            check_finite_values(d[key], _source(d, key))
-        return d

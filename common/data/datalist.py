@@ -3,7 +3,8 @@
 ``load_datalist`` reads the list (through :py:func:`monai.data.load_decathlon_datalist`) after checking the file,
 the key, the entries and the referenced files; ``preflight_check`` then reads the headers of every image and label
 (no voxels unless label values are asked for) so that a bad case stops the run before training starts or any
-inference output is written. Both raise :py:class:`~common.data.errors.BundleInputError`.
+inference output is written. Both raise :py:class:`~common.data.errors.BundleInputError` for what the datalist or
+its files got wrong, and ``ValueError`` or ``TypeError`` for a bad argument.
 """
 
 from __future__ import annotations
@@ -11,16 +12,18 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from os import PathLike
 from pathlib import Path
 
 from monai.data import load_decathlon_datalist
+from monai.utils import ensure_tuple
 
 from .checks import check_channels, check_spatial_match
 from .checks import check_label_values as _check_label_values  # the name is also an argument below
 from .errors import BundleInputError
-from .io import ImageHeader, describe_reader_error, read_image_array, read_image_header
+from .io import ImageHeader, _is_int, read_image_array, read_image_header, stacked_header
+from .messages import describe_reader_error
 
 __all__ = ["load_datalist", "preflight_check"]
 
@@ -46,6 +49,17 @@ def _quoted(keys) -> str:
 
 
 def _read_json(path: Path) -> dict:
+    """Read a JSON datalist file.
+
+    Args:
+        path: the datalist.
+
+    Returns:
+        its top-level object.
+
+    Raises:
+        BundleInputError: the file is missing, a folder, not UTF-8, not valid JSON, or not a JSON object.
+    """
     if not path.exists():
         raise BundleInputError(path, "no file at this path", EXPECTED_DATALIST)
     if not path.is_file():
@@ -66,7 +80,17 @@ def _read_json(path: Path) -> dict:
 
 
 def _check_entries(path: Path, entries, key: str, required_keys: Sequence[str]) -> None:
-    """Check the raw (unresolved) entries of ``key``: a non-empty list of dicts holding ``required_keys``."""
+    """Check the raw (unresolved) entries of ``key``: a non-empty list of dicts holding ``required_keys``.
+
+    Args:
+        path: the datalist, named in errors.
+        entries: the value under ``key``.
+        key: the datalist key, e.g. ``"training"``.
+        required_keys: keys every entry must have, each a path or a list of paths.
+
+    Raises:
+        BundleInputError: naming the datalist, the entry and the key.
+    """
     if not isinstance(entries, list):
         raise BundleInputError(
             path, f"'{key}' holding a JSON {type(entries).__name__}", f"'{key}' to be a list of entries"
@@ -116,8 +140,8 @@ def load_datalist(
         datalist_path: the JSON datalist.
         data_list_key: the list to read, e.g. ``"training"``, ``"validation"``, ``"test"``.
         base_dir: folder that relative paths start from; default: the datalist's folder.
-        required_keys: keys every entry must have; their values must be a path or a list of paths
-            (``("image",)`` for inference).
+        required_keys: keys every entry must have (a str for one key); their values must be a path or a list of
+            paths (``("image",)`` for inference).
         check_files: whether every path under ``required_keys`` must exist.
 
     Returns:
@@ -127,7 +151,11 @@ def load_datalist(
         BundleInputError: naming the datalist when it is missing or not valid JSON, lacks ``data_list_key`` (the
             message lists the keys present), an entry lacks a required key (entry index and key are given), or a
             referenced file or folder does not exist (entry index and resolved path are given).
+        ValueError: ``required_keys`` is empty.
     """
+    required_keys = tuple(ensure_tuple(required_keys))
+    if not required_keys:
+        raise ValueError("required_keys must name at least one key, e.g. ('image', 'label').")
     path = Path(datalist_path)
     content = _read_json(path)
     if data_list_key not in content:
@@ -136,7 +164,6 @@ def load_datalist(
             f"no '{data_list_key}' key (keys present: {_quoted(content)})",
             f"a '{data_list_key}' list of entries",
         )
-    required_keys = tuple(required_keys)
     _check_entries(path, content[data_list_key], data_list_key, required_keys)
     base = Path(base_dir) if base_dir is not None else path.parent
     try:
@@ -167,25 +194,24 @@ def load_datalist(
     return data
 
 
-def _entry_header(value, spatial_dims: int, where: str) -> ImageHeader:
-    """Header of one entry value: a file or folder, or a list of files stacked as channels (as LoadImage does)."""
-    if not _is_path_or_paths(value):
-        raise BundleInputError(None, f"{where} = {value!r}", "a path or a list of paths")
+def _entry_header(value, channel_dim: int | str | None) -> ImageHeader:
+    """Read the header of one entry value: a file or folder, or a list of files stacked as channels.
+
+    Args:
+        value: a path, or a list of paths that ``LoadImage`` stacks as channels (each file read in its reader's
+            layout, as ``LoadImage`` reads them).
+        channel_dim: as for :py:func:`~common.data.io.read_image_header`, for a single path.
+
+    Returns:
+        the header; for a list, named after its first file with the files' channels added up.
+    """
     if _is_path(value):
-        return read_image_header(value, spatial_dims)
-    headers = [read_image_header(p, spatial_dims) for p in value]
-    first = headers[0]
-    for h in headers:
-        # LoadImage stacks the files on a new first axis, so each must hold one channel
-        check_channels(h.shape, h.path, n_channels=1, spatial_dims=spatial_dims)
-        check_spatial_match(
-            h.shape, h.affine, h.path, first.shape, first.affine, first.path, name="file", ref_name="first file"
-        )
-    return ImageHeader(first.path, (len(headers), *first.spatial_shape), first.affine, first.reader)
+        return read_image_header(value, channel_dim=channel_dim)
+    return stacked_header([read_image_header(p) for p in value])
 
 
 def preflight_check(
-    data: list[dict],
+    data: Sequence[Mapping],
     image_key: str = "image",
     label_key: str | None = "label",
     n_channels: int | None = None,
@@ -194,31 +220,51 @@ def preflight_check(
     check_label_values: bool = False,
     channel_name: str = "channels",
     label_channels: int | None = 1,
-    min_spatial_size: int | Sequence[int] | None = None,
+    min_spatial_size: int | Sequence[int | None] | None = None,
     affine_atol: float = 1e-3,
-) -> list[dict]:
+    channel_dim: int | str | None = None,
+    label_ignore_value: int | None = None,
+) -> Sequence[Mapping]:
     """Check every case of a datalist up front, from headers, and return the datalist unchanged.
 
     Meant to be called where the dataset is built (``"data": "$common.data.preflight_check(...)"``) so that a bad
     case stops the run before training starts or any inference output is written. Per case: the image is readable
     (NIfTI header with a truncation test, DICOM series information; see :py:func:`~common.data.io.read_image_header`),
-    has ``spatial_dims`` spatial dimensions and ``n_channels`` channels (a 3D NIfTI is 1 channel, a 4D NIfTI's 4th
-    axis holds the channels / time points; a list of files is one channel per file); the label, when the entry has
-    one, has ``label_channels`` channels and the image's spatial shape and affine (within ``affine_atol``); with
-    ``check_label_values``, the label's voxels are read and must all be in ``label_values``.
+    has ``spatial_dims`` spatial dimensions and ``n_channels`` channels; the label, when the entry has one, has
+    ``label_channels`` channels and the image's spatial shape and affine (within ``affine_atol``); with
+    ``check_label_values``, the label's voxels are read and must all be in ``label_values`` (or be
+    ``label_ignore_value``).
+
+    Channels are counted as ``LoadImaged`` followed by ``EnsureChannelFirstd(channel_dim=channel_dim)`` counts them,
+    the same ``channel_dim`` for image and label:
+
+    - a 3D file is 1 channel; a 4D NIfTI ``(X, Y, Z, 19)`` is 19 channels by default (perfusion CT:
+      ``n_channels=19, channel_name="time points"``);
+    - with ``channel_dim="no_channel"`` a 4D NIfTI ``(X, Y, Z, T)`` is 1 channel and 4 spatial dimensions (3D+time:
+      ``spatial_dims=4, channel_dim="no_channel"``);
+    - a list of files is stacked as channels, one per single-channel file (four MRI sequences: ``n_channels=4``); the
+      file that differs from the others in spatial shape, channel count or affine is named;
+    - 2D images: ``spatial_dims=2`` for 2D files; a bundle that cuts 2D slices from 3D volumes checks the volumes
+      here (``spatial_dims=3``) and the slices with :py:class:`~common.data.dictionary.CheckInputd`.
 
     Args:
-        data: entries as returned by :py:func:`load_datalist`.
+        data: entries as returned by :py:func:`load_datalist` or :py:func:`~common.data.inputs.list_inputs`.
         image_key: key of the image path(s).
         label_key: key of the label path; ``None``, or an entry without it, skips the label checks.
         n_channels: expected image channels (e.g. 1 for CT in HU, 19 for 4D perfusion CT); ``None`` accepts any.
-        spatial_dims: number of spatial dimensions of image and label.
+        spatial_dims: number of spatial dimensions of image and label (2, 3, or 4 for 3D+time).
         label_values: the label values the bundle knows, e.g. ``range(8)``.
         check_label_values: read every label's voxels to check them against ``label_values``.
         channel_name: plural noun for the image channels in messages, e.g. ``"time points"``.
         label_channels: expected label channels (1 for a label map); ``None`` accepts any.
-        min_spatial_size: smallest allowed image size per spatial axis (int for all, or a sequence; negative: any).
+        min_spatial_size: smallest allowed image size per spatial axis (int for all, or one entry per axis; ``None``
+            or negative: any).
         affine_atol: largest allowed absolute difference between image and label affine entries (mm).
+        channel_dim: the files' channel axis, as ``EnsureChannelFirstd`` takes it: ``None`` (MONAI's readers'
+            layout: a 4th NIfTI axis is channels), ``"no_channel"`` (every axis spatial) or an int; it applies to
+            single files, a list of files being stacked as ``LoadImage`` stacks it.
+        label_ignore_value: a label value marking voxels without annotation (e.g. 255), allowed in addition to
+            ``label_values`` by the label value check.
 
     Returns:
         ``data``, the same object, unchanged.
@@ -226,22 +272,45 @@ def preflight_check(
     Raises:
         BundleInputError: for the first bad case, naming its file: e.g.
             ``"<file>: found 17 time points; expected 19 time points"``.
-        ValueError: ``check_label_values`` without ``label_values``.
-    """
+        ValueError: a bad argument: ``check_label_values`` without ``label_values``, a non-positive
+            ``spatial_dims``, ``n_channels`` or ``label_channels``, a negative ``affine_atol``, a ``min_spatial_size``
+            without ``spatial_dims`` entries, a ``channel_dim`` that is not ``None``, ``"no_channel"`` or an int, a
+            ``label_ignore_value`` among ``label_values``; or an entry without ``image_key``.
+        TypeError: ``data`` is not a list of dicts, or an entry's image or label is not a path or a list of paths.
+    """  # noqa: DOC502 (the BundleInputErrors come from the checks and readers it calls; listed here on purpose)
     if check_label_values and not label_values:
         raise ValueError("check_label_values=True needs label_values, e.g. label_values=range(8).")
     if spatial_dims < 1:
         raise ValueError(f"spatial_dims must be a positive int, got {spatial_dims}.")
+    for name, value in (("n_channels", n_channels), ("label_channels", label_channels)):
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be None or a positive int, got {value}.")
+    if not affine_atol >= 0:
+        raise ValueError(f"affine_atol must be >= 0, got {affine_atol}.")
+    if not (min_spatial_size is None or isinstance(min_spatial_size, int) or len(min_spatial_size) == spatial_dims):
+        raise ValueError(f"min_spatial_size must have {spatial_dims} entries (spatial_dims), got {min_spatial_size}.")
+    if not (channel_dim is None or channel_dim == "no_channel" or _is_int(channel_dim)):
+        raise ValueError(f"channel_dim must be None, 'no_channel' or an int axis of the file, got {channel_dim!r}.")
+    if label_ignore_value is not None and label_values is not None and label_ignore_value in list(label_values):
+        raise ValueError(f"label_ignore_value {label_ignore_value} is also one of label_values {list(label_values)}.")
+    if isinstance(data, (str, Mapping)) or not isinstance(data, Sequence):
+        raise TypeError(f"data must be a list of dicts (a datalist), got {type(data).__name__}.")
     for i, entry in enumerate(data):
+        if not isinstance(entry, Mapping):
+            raise TypeError(f"data entry {i} must be a dict, got {type(entry).__name__}: {entry!r}.")
         if image_key not in entry:
-            raise BundleInputError(
-                None, f"entry {i} without '{image_key}' (it has {_quoted(entry)})", f"'{image_key}' in every entry"
+            raise ValueError(
+                f"data entry {i} has no image_key {image_key!r} (it has {_quoted(entry)}); load the datalist with "
+                f"required_keys that include it."
             )
-        image = _entry_header(entry[image_key], spatial_dims, f"entry {i} '{image_key}'")
+        for key in (image_key, label_key):
+            if key in entry and not _is_path_or_paths(entry[key]):
+                raise TypeError(f"data entry {i} {key!r} must be a path or a list of paths, got {entry[key]!r}.")
+        image = _entry_header(entry[image_key], channel_dim)
         check_channels(image.shape, image.path, n_channels, spatial_dims, channel_name, min_spatial_size)
         if label_key is None or label_key not in entry:
             continue
-        label = _entry_header(entry[label_key], spatial_dims, f"entry {i} '{label_key}'")
+        label = _entry_header(entry[label_key], channel_dim)
         check_channels(label.shape, label.path, label_channels, spatial_dims)
         check_spatial_match(
             label.shape,
@@ -256,7 +325,7 @@ def preflight_check(
         )
         if check_label_values:
             for p in _paths(entry[label_key]):
-                _check_label_values(read_image_array(p), label_values, p)
+                _check_label_values(read_image_array(p), label_values, p, label_ignore_value)
     logger.info(
         "preflight_check: %d cases passed (%s%s)",
         len(data),

@@ -6,9 +6,9 @@ import logging
 from os import PathLike
 from pathlib import Path
 
-from common.data.datalist import load_datalist
-from common.data.errors import BundleInputError
-from common.data.io import NIFTI_SUFFIXES
+from .datalist import load_datalist
+from .errors import BundleInputError
+from .io import NIFTI_SUFFIXES
 
 __all__ = ["is_dicom_series_dir", "list_inputs", "require_file"]
 
@@ -16,7 +16,16 @@ logger = logging.getLogger(__name__)
 
 
 def is_dicom_series_dir(path: str | PathLike) -> bool:
-    """Whether ``path`` is a folder holding DICOM files (``*.dcm`` or files with the ``DICM`` preamble)."""
+    """Tell whether ``path`` is a folder holding DICOM files (``*.dcm`` or files with the ``DICM`` preamble).
+
+    Only the first 8 entries of the folder, by name, are looked at.
+
+    Args:
+        path: a file or folder.
+
+    Returns:
+        ``True`` for a folder with such a file among its first entries, else ``False``.
+    """
     path = Path(path)
     if not path.is_dir():
         return False
@@ -41,6 +50,9 @@ def list_inputs(source: str | PathLike, key: str = "test", image_key: str = "ima
             JSON whose ``key`` list is read (paths relative to the JSON's folder).
         key: the datalist key to read when ``source`` is a JSON file.
         image_key: the dictionary key of each item.
+
+    Returns:
+        one ``{image_key: path}`` per image, in the order above.
 
     Raises:
         BundleInputError: ``source`` does not exist, is not one of these, or holds no image.
@@ -73,7 +85,14 @@ def list_inputs(source: str | PathLike, key: str = "test", image_key: str = "ima
 
 
 def _output_stem(path: str) -> str:
-    """The name a label map is written under (``SaveImaged`` drops the folder and the NIfTI ending)."""
+    """Give the name a label map is written under (``SaveImaged`` drops the folder and the NIfTI ending).
+
+    Args:
+        path: the input image.
+
+    Returns:
+        its file or folder name without ``.nii.gz`` / ``.nii``.
+    """
     name = Path(path).name
     for suffix in (".nii.gz", ".nii"):
         if name.endswith(suffix):
@@ -82,7 +101,15 @@ def _output_stem(path: str) -> str:
 
 
 def _check_distinct_outputs(source: Path, paths: list[str]) -> None:
-    """Refuse inputs whose label maps would overwrite each other (e.g. ``a.nii`` and ``a.nii.gz``)."""
+    """Refuse inputs whose label maps would overwrite each other (e.g. ``a.nii`` and ``a.nii.gz``).
+
+    Args:
+        source: where the inputs were listed from, named in the error.
+        paths: the inputs.
+
+    Raises:
+        BundleInputError: two inputs share an output name.
+    """
     seen: dict[str, str] = {}
     for path in paths:
         stem = _output_stem(path)
@@ -96,7 +123,18 @@ def _check_distinct_outputs(source: Path, paths: list[str]) -> None:
 
 
 def require_file(path: str | PathLike, what: str) -> str:
-    """Return ``path`` if it is an existing file, else raise ``BundleInputError`` saying what it should be."""
+    """Check that a file a run needs (e.g. a trained model) exists.
+
+    Args:
+        path: the file.
+        what: what it should be, for the message, e.g. ``"a trained model: run train.json first"``.
+
+    Returns:
+        ``path`` as a string.
+
+    Raises:
+        BundleInputError: ``path`` is not an existing file.
+    """
     if not Path(path).is_file():
         raise BundleInputError(path, "no such file", what)
     return str(path)

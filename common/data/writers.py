@@ -25,6 +25,9 @@ def atomic_path(path: str | PathLike, suffix: str = ".tmp") -> Iterator[str]:
         path: the final file path; its folder is created if needed.
         suffix: ending of the temporary name; writers that choose the format by extension need the real one
             (e.g. ``".nii.gz"``).
+
+    Yields:
+        the temporary path to write to.
     """
     folder, name = os.path.split(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -48,6 +51,13 @@ class AtomicNibabelWriter(NibabelWriter):
     """
 
     def write(self, filename, verbose: bool = False, **obj_kwargs) -> None:
+        """Write the data set by ``set_data_array`` / ``set_metadata`` to ``filename``, whole or not at all.
+
+        Args:
+            filename: the NIfTI file to write (``.nii`` or ``.nii.gz``).
+            verbose: as for ``NibabelWriter.write``.
+            obj_kwargs: passed to ``NibabelWriter.write`` (and on to ``nibabel.save``).
+        """
         suffix = ".nii.gz" if str(filename).endswith(".nii.gz") else Path(filename).suffix
         with atomic_path(filename, suffix=suffix) as tmp:
             super().write(tmp, verbose=verbose, **obj_kwargs)

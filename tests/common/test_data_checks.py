@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import copy
 import gzip
+import importlib
 import json
 import os
 import traceback
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
 from monai.bundle import ConfigParser
-from monai.data import DataLoader, Dataset
+from monai.data import DataLoader, Dataset, MetaTensor
 from monai.transforms import Compose, EnsureChannelFirstd
 
 from common.data import (
@@ -55,7 +57,7 @@ def _random_bytes(path, n=600, seed=2):
 
 
 def _truncated_gzip(path, source):
-    raw = open(source, "rb").read()
+    raw = Path(source).read_bytes()
     path.write_bytes(raw[: len(raw) // 2])
     return str(path)
 
@@ -263,7 +265,7 @@ def test_preflight_unreadable(tmp_path, kind):
     else:
         plain = _nifti(tmp_path / "plain.nii", np.zeros(SHAPE, np.float32))
         bad = str(tmp_path / "corrupt.nii")
-        open(bad, "wb").write(open(plain, "rb").read()[:1000])
+        Path(bad).write_bytes(Path(plain).read_bytes()[:1000])
         expected_bytes = 352 + 4 * int(np.prod(SHAPE))  # NIfTI-1 header + float32 voxels
         words = ("corrupt.nii", "found a truncated file (1000 bytes)", f"at least {expected_bytes} bytes")
     label = _label(tmp_path / "label.nii.gz")
@@ -393,7 +395,9 @@ def test_check_label_values(tmp_path):
         CheckLabelValuesd("label")
 
 
-@pytest.mark.parametrize("bad, found", [(np.nan, "found 1 NaN and 0 infinite"), (np.inf, "found 0 NaN and 1 infinite")])
+@pytest.mark.parametrize(
+    ("bad", "found"), [(np.nan, "found 1 NaN and 0 infinite"), (np.inf, "found 0 NaN and 1 infinite")]
+)
 def test_check_finite_values(tmp_path, bad, found):
     image = np.zeros(SHAPE, np.float32)
     image[3, 3, 3] = bad
@@ -527,3 +531,378 @@ def test_check_values_large_volume_chunks():
     with pytest.raises(BundleInputError) as e:
         check_finite_values(label, "big_image.nii.gz")
     _assert_error(e, "big_image.nii.gz", "found 0 NaN and 1 infinite")
+
+
+# --- module layout ------------------------------------------------------------------------------------------------
+
+
+def test_public_names_and_their_modules():
+    """Bundle configs name ``common.data.<Name>``: the package keeps exporting the same names, each from its home."""
+    import inspect
+
+    import common.data
+    import common.data.checks
+
+    homes = {
+        "AtomicNibabelWriter": "writers",
+        "atomic_path": "writers",
+        "NIFTI_SUFFIXES": "io",
+        "is_dicom_series_dir": "inputs",
+        "list_inputs": "inputs",
+        "require_file": "inputs",
+        "EXPECTED_IMAGE": "io",
+        "BundleInputError": "errors",
+        "CheckFiniteValuesd": "dictionary",
+        "CheckInputd": "dictionary",
+        "CheckLabelValuesd": "dictionary",
+        "CheckShapeMatchd": "dictionary",
+        "ImageHeader": "io",
+        "LoadImageChecked": "io",
+        "LoadImageCheckedd": "dictionary",
+        "check_channels": "checks",
+        "check_finite_values": "checks",
+        "check_label_values": "checks",
+        "check_spatial_match": "checks",
+        "find_bundle_input_error": "errors",
+        "load_datalist": "datalist",
+        "preflight_check": "datalist",
+        "read_image_array": "io",
+        "read_image_header": "io",
+    }
+    assert sorted(common.data.__all__) == sorted(homes)
+    for name, module in homes.items():
+        obj = getattr(common.data, name)
+        if inspect.isclass(obj) or inspect.isfunction(obj):
+            assert obj.__module__ == f"common.data.{module}", name
+        else:
+            assert getattr(importlib.import_module(f"common.data.{module}"), name) is obj, name
+    # checks holds plain functions only: no transform or loader class
+    assert [
+        n for n, c in inspect.getmembers(common.data.checks, inspect.isclass) if c.__module__ == "common.data.checks"
+    ] == []
+
+
+# --- 2D, 3D+time, time points as channels ---------------------------------------------------------------------------
+
+
+def _meta_tensor(array, filename, affine=None):
+    return MetaTensor(torch.as_tensor(array), affine=affine, meta={"filename_or_obj": filename})
+
+
+def test_2d_files_and_slices(tmp_path):
+    image = _nifti(tmp_path / "slice.nii.gz", np.zeros((8, 9), np.float32))
+    label = _nifti(tmp_path / "slice_label.nii.gz", np.zeros((8, 9), np.uint8))
+    assert read_image_header(image).shape == (1, 8, 9)
+    data = [{"image": image, "label": label}]
+    assert preflight_check(data, n_channels=1, spatial_dims=2, label_values=(0, 1), check_label_values=True) is data
+    loaded = _load()({"image": image, "label": label})
+    assert tuple(loaded["image"].shape) == (1, 8, 9)
+    CheckInputd("image", n_channels=1, spatial_dims=2, min_spatial_size=(8, 9))(loaded)
+    CheckShapeMatchd()(loaded)
+    wide = _nifti(tmp_path / "wide_label.nii.gz", np.zeros((8, 10), np.uint8))
+    with pytest.raises(BundleInputError) as e:
+        preflight_check([{"image": image, "label": wide}], n_channels=1, spatial_dims=2)
+    _assert_error(e, "wide_label.nii.gz", "found label spatial shape (8, 10)", "the image's spatial shape (8, 9)")
+    # a 3D volume handed to a 2D check is reported as 3 spatial dimensions, not as slices taken for channels
+    volume = _ct(tmp_path / "volume.nii.gz")
+    with pytest.raises(BundleInputError) as e:
+        preflight_check([{"image": volume}], n_channels=1, spatial_dims=2)
+    _assert_error(e, "volume.nii.gz", "found 3 spatial dimensions (channel-first shape (1, 8, 9, 10))")
+    _assert_error(e, "expected 2 spatial dimensions")
+
+
+def test_2d_slices_in_a_chain():
+    """Slices cut from volumes: (C, H, W) tensors with 3x3 or 4x4 affines, checked with spatial_dims=2."""
+    image = _meta_tensor(np.zeros((1, 8, 9), np.float32), "ct_slice_12.nii.gz", np.diag([0.5, 0.5, 1.0]))
+    label = _meta_tensor(np.zeros((1, 8, 9), np.uint8), "label_slice_12.nii.gz", np.diag([0.5, 0.5, 1.0]))
+    data = {"image": image, "label": label}
+    for t in (CheckInputd("image", n_channels=1, spatial_dims=2), CheckShapeMatchd(), CheckFiniteValuesd("image")):
+        t(data)
+    moved = _meta_tensor(np.zeros((1, 8, 9), np.uint8), "label_slice_13.nii.gz", np.diag([0.5, 0.6, 1.0]))
+    with pytest.raises(BundleInputError) as e:
+        CheckShapeMatchd()({"image": image, "label": moved})
+    _assert_error(e, "label_slice_13.nii.gz", "spacing (0.5, 0.6)", "expected the image's affine (spacing (0.5, 0.5)")
+    with pytest.raises(BundleInputError) as e:
+        CheckInputd("image", spatial_dims=2)({"image": _meta_tensor(np.zeros((1, 8, 9, 3)), "thick.nii.gz")})
+    _assert_error(e, "thick.nii.gz", "found 3 spatial dimensions", "expected 2 spatial dimensions")
+    with pytest.raises(BundleInputError) as e:
+        CheckInputd("image", spatial_dims=2, min_spatial_size=16)(data)
+    _assert_error(e, "ct_slice_12.nii.gz", "found spatial shape (8, 9)", "at least (16, 16)")
+
+
+def test_4d_nifti_as_time_points_or_as_3d_plus_time(tmp_path):
+    """One (8, 9, 10, 5) file: 5 channels in MONAI's readers' layout, or 1 channel and 4 spatial axes."""
+    path = _nifti(tmp_path / "cine.nii.gz", np.zeros((8, 9, 10, 5), np.float32))
+    assert read_image_header(path).shape == (5, 8, 9, 10)
+    assert read_image_header(path, channel_dim="no_channel").shape == (1, 8, 9, 10, 5)
+    assert read_image_header(path, channel_dim=0).shape == (8, 9, 10, 5)
+    assert read_image_header(path, channel_dim=-2).shape == (10, 8, 9, 5)
+    # the header's shape is what LoadImaged + EnsureChannelFirstd(channel_dim=...) gives in a chain
+    for channel_dim, expected in ((None, (5, 8, 9, 10)), ("no_channel", (1, 8, 9, 10, 5)), (0, (8, 9, 10, 5))):
+        loaded = EnsureChannelFirstd("image", channel_dim=channel_dim)(LoadImageCheckedd("image")({"image": path}))
+        assert tuple(loaded["image"].shape) == expected == read_image_header(path, channel_dim=channel_dim).shape
+    with pytest.raises(BundleInputError) as e:
+        read_image_header(path, channel_dim=4)
+    _assert_error(e, "cine.nii.gz", "found 4 axes (shape (8, 9, 10, 5))", "expected an axis 4 holding the channels")
+    with pytest.raises(ValueError, match="channel_dim must be None, 'no_channel' or an int"):
+        read_image_header(path, channel_dim="last")
+    with pytest.raises(TypeError):
+        read_image_header(path, 3)  # the layout is a keyword: an old positional spatial_dims fails loudly
+
+
+def test_preflight_3d_plus_time(tmp_path):
+    """Cardiac CT 3D+time: image and label (X, Y, Z, T), time the 4th spatial axis."""
+    image = _nifti(tmp_path / "cine.nii.gz", np.zeros((8, 9, 10, 5), np.float32))
+    label = _nifti(tmp_path / "cine_label.nii.gz", np.zeros((8, 9, 10, 5), np.uint8))
+    data = [{"image": image, "label": label}]
+    kwargs = {"n_channels": 1, "spatial_dims": 4, "channel_dim": "no_channel"}
+    assert preflight_check(data, **kwargs, label_values=(0, 1, 2), check_label_values=True) is data
+    short = _nifti(tmp_path / "short_label.nii.gz", np.zeros((8, 9, 10, 4), np.uint8))
+    with pytest.raises(BundleInputError) as e:
+        preflight_check([{"image": image, "label": short}], **kwargs)
+    _assert_error(e, "short_label.nii.gz", "found label spatial shape (8, 9, 10, 4)", "(8, 9, 10, 5)", "cine.nii.gz")
+    # without channel_dim the 4th axis is channels (MONAI's default), so a 4-spatial-dims check fails on it
+    with pytest.raises(BundleInputError) as e:
+        preflight_check(data, n_channels=1, spatial_dims=4)
+    _assert_error(e, "cine.nii.gz", "found 3 spatial dimensions (channel-first shape (5, 8, 9, 10))")
+    # a 3D volume where 3D+time is expected
+    volume = _ct(tmp_path / "volume.nii.gz")
+    with pytest.raises(BundleInputError) as e:
+        preflight_check([{"image": volume}], **kwargs)
+    _assert_error(e, "volume.nii.gz", "found 3 spatial dimensions", "expected 4 spatial dimensions")
+
+
+def test_3d_plus_time_in_a_chain(tmp_path):
+    image = _nifti(tmp_path / "cine.nii.gz", np.zeros((8, 9, 10, 5), np.float32))
+    label = _nifti(tmp_path / "cine_label.nii.gz", np.zeros((8, 9, 10, 4), np.uint8))
+    chain = Compose(
+        [
+            LoadImageCheckedd(("image", "label")),
+            EnsureChannelFirstd(("image", "label"), channel_dim="no_channel"),
+            CheckInputd(("image", "label"), n_channels=1, spatial_dims=4),
+            CheckShapeMatchd(("image", "label")),
+        ]
+    )
+    with pytest.raises(RuntimeError) as e:
+        chain({"image": image, "label": label})
+    err = find_bundle_input_error(e.value)
+    _assert_error(err, "cine_label.nii.gz", "found label spatial shape (8, 9, 10, 4)", "(8, 9, 10, 5)")
+    out = chain({"image": image, "label": _nifti(tmp_path / "ok.nii.gz", np.zeros((8, 9, 10, 5), np.uint8))})
+    assert tuple(out["image"].shape) == tuple(out["label"].shape) == (1, 8, 9, 10, 5)
+
+
+def test_perfusion_time_points_with_sparse_label(tmp_path):
+    """Brain CT perfusion: (X, Y, Z, 19) time points as channels; a 3D label annotated on one slice, 255 elsewhere."""
+    image = _nifti(tmp_path / "ctp.nii.gz", np.zeros((*SHAPE, 19), np.float32))
+    sparse = np.full(SHAPE, 255, np.uint8)
+    sparse[:, :, 4] = np.arange(8 * 9).reshape(8, 9) % 4  # WM, GM, CSF, vessel on one slice
+    label = _nifti(tmp_path / "ctp_label.nii.gz", sparse)
+    data = [{"image": image, "label": label}]
+    kwargs = {"n_channels": 19, "channel_name": "time points", "label_values": range(4), "check_label_values": True}
+    assert preflight_check(data, **kwargs, label_ignore_value=255) is data
+    with pytest.raises(BundleInputError) as e:
+        preflight_check(data, **kwargs)
+    _assert_error(e, "ctp_label.nii.gz", "found label values {255}", "expected label values in {0, 1, 2, 3}")
+    loaded = _load()({"image": image, "label": label})
+    assert tuple(loaded["image"].shape) == (19, *SHAPE)
+    CheckInputd("image", n_channels=19, channel_name="time points")(loaded)
+    CheckShapeMatchd()(loaded)
+    CheckLabelValuesd("label", allowed_values=range(4), ignore_value=255)(loaded)
+    with pytest.raises(BundleInputError) as e:
+        CheckInputd("image", n_channels=18, channel_name="time points")(loaded)
+    _assert_error(e, "ctp.nii.gz", "found 19 time points; expected 18 time points")
+
+
+# --- a list of files stacked as channels --------------------------------------------------------------------------
+
+
+def _sequences(folder, odd=None, odd_array=None, odd_affine=AFFINE):
+    """Four MRI sequences, 1 channel each; ``odd`` (a name) is written from ``odd_array`` / ``odd_affine``."""
+    paths = []
+    for i, name in enumerate(("t1", "t1c", "t2", "flair")):
+        array = np.random.default_rng(i).uniform(0, 1, SHAPE).astype(np.float32)
+        affine = AFFINE
+        if name == odd:
+            array, affine = (array if odd_array is None else odd_array), odd_affine
+        paths.append(_nifti(folder / f"{name}.nii.gz", array, affine))
+    return paths
+
+
+def test_stacked_files_good(tmp_path):
+    files = _sequences(tmp_path)
+    label = _label(tmp_path / "label.nii.gz", values=(0, 1, 2, 4))
+    data = [{"image": files, "label": label}]
+    assert preflight_check(data, n_channels=4, label_values=(0, 1, 2, 4), check_label_values=True) is data
+    loaded = _load()({"image": files, "label": label})
+    assert tuple(loaded["image"].shape) == (4, *SHAPE)
+    CheckInputd("image", n_channels=4)(loaded)
+    CheckShapeMatchd()(loaded)
+    np.testing.assert_array_equal(loaded["image"][2].numpy(), nib.load(files[2]).get_fdata(dtype=np.float32))
+
+
+@pytest.mark.parametrize("odd", ["t2", "t1"])  # the first file odd: still the odd one is named, not the other three
+def test_stacked_files_shape_names_the_odd_file(tmp_path, odd):
+    files = _sequences(tmp_path, odd=odd, odd_array=np.zeros((8, 9, 11), np.float32))
+    others = [f for f in files if not f.endswith(f"/{odd}.nii.gz")]
+    assert len(others) == 3
+    with pytest.raises(BundleInputError) as e:
+        preflight_check([{"image": files}], n_channels=4)
+    _assert_error(e, f"{odd}.nii.gz: found spatial shape (8, 9, 11)", "expected the spatial shape (8, 9, 10)")
+    _assert_error(e, "of the other files stacked with it as channels (" + ", ".join(others) + ")")
+    with pytest.raises(BundleInputError) as e:
+        _load("image")({"image": files})
+    _assert_error(e, f"{odd}.nii.gz: found spatial shape (8, 9, 11)", ", ".join(others))
+    assert isinstance(e.value.__cause__, RuntimeError)  # MONAI's own complaint is kept as the cause
+
+
+def test_stacked_files_affine_names_the_odd_file(tmp_path):
+    files = _sequences(tmp_path, odd="flair", odd_affine=np.diag([0.8, 0.8, 3.0, 1.0]))
+    with pytest.raises(BundleInputError) as e:
+        preflight_check([{"image": files}], n_channels=4)
+    _assert_error(e, "flair.nii.gz: found an affine (spacing (0.8, 0.8, 3.0)", "by up to 0.5")
+    _assert_error(e, "expected the affine (spacing (0.8, 0.8, 2.5)", os.path.join(str(tmp_path), "t1.nii.gz"))
+    with pytest.raises(BundleInputError) as e:
+        _load("image")({"image": files})
+    _assert_error(e, "flair.nii.gz: found an affine (spacing (0.8, 0.8, 3.0)")
+    assert isinstance(e.value.__cause__, RuntimeError)
+
+
+def test_stacked_files_channels_names_the_odd_file(tmp_path):
+    files = _sequences(tmp_path, odd="t1c", odd_array=np.zeros((*SHAPE, 2), np.float32))
+    with pytest.raises(BundleInputError) as e:
+        preflight_check([{"image": files}], n_channels=4)
+    _assert_error(e, "t1c.nii.gz: found 2 channels; expected 1 channel per file")
+    with pytest.raises(BundleInputError) as e:
+        _load("image")({"image": files})
+    _assert_error(e, "t1c.nii.gz: found 2 channels")
+
+
+def test_stacked_files_unreadable_or_missing_is_named(tmp_path):
+    files = _sequences(tmp_path)
+    files[1] = _random_bytes(tmp_path / "t1c_corrupt.nii.gz")
+    with pytest.raises(BundleInputError) as e:
+        preflight_check([{"image": files}], n_channels=4)
+    _assert_error(e, "t1c_corrupt.nii.gz: found an unreadable file (", UNREADABLE_EXPECTED)
+    with pytest.raises(BundleInputError) as e:
+        _load("image")({"image": files})
+    _assert_error(e, "t1c_corrupt.nii.gz: found an unreadable file (", UNREADABLE_EXPECTED)
+    files[1] = str(tmp_path / "t1c_missing.nii.gz")
+    with pytest.raises(BundleInputError) as e:
+        _load("image")({"image": files})
+    _assert_error(e, "t1c_missing.nii.gz: found no file or folder at this path", UNREADABLE_EXPECTED)
+
+
+def test_check_stacked_files_plain():
+    from common.data.checks import check_stacked_files
+
+    shape, affine = (1, 4, 4, 4), np.eye(4)
+    check_stacked_files([shape] * 3, [affine] * 3, ["a", "b", "c"])
+    check_stacked_files([shape, shape], [affine, None], ["a", "b"])  # no affine: not compared
+    # two files that disagree: the first is taken as the reference, the second is named
+    with pytest.raises(BundleInputError) as e:
+        check_stacked_files([shape, (1, 4, 4, 5)], [affine, affine], ["a", "b"])
+    _assert_error(e, "b: found spatial shape (4, 4, 5); expected the spatial shape (4, 4, 4)", "channels (a)")
+    # the majority wins over the first file
+    with pytest.raises(BundleInputError) as e:
+        check_stacked_files([(1, 4, 4, 5), shape, shape], [affine] * 3, ["a", "b", "c"])
+    _assert_error(e, "a: found spatial shape (4, 4, 5)", "channels (b, c)")
+    shifted = np.eye(4)
+    shifted[0, 3] = 2.0
+    with pytest.raises(BundleInputError) as e:
+        check_stacked_files([shape] * 3, [affine, affine, shifted], ["a", "b", "c"])
+    _assert_error(e, "c: found an affine (spacing (1.0, 1.0, 1.0), origin (2.0, 0.0, 0.0))", "by up to 2", "(a, b)")
+    with pytest.raises(ValueError, match="one entry per file"):
+        check_stacked_files([shape] * 2, [affine], ["a", "b"])
+
+
+# --- label maps with an ignore value ------------------------------------------------------------------------------
+
+
+def test_check_label_values_ignore_value():
+    from common.data import check_label_values
+
+    label = np.zeros((4, 5, 6), np.uint8)
+    label[0, 0, 0], label[1, 1, 1] = 255, 2
+    check_label_values(label, (0, 1, 2), "sparse.nii.gz", ignore_value=255)
+    with pytest.raises(BundleInputError) as e:
+        check_label_values(label, (0, 1, 2), "sparse.nii.gz")
+    _assert_error(e, "sparse.nii.gz", "found label values {255}; expected label values in {0, 1, 2}")
+    label[2, 2, 2] = 7
+    with pytest.raises(BundleInputError) as e:
+        check_label_values(label, (0, 1, 2), "sparse.nii.gz", ignore_value=255)
+    _assert_error(
+        e, "sparse.nii.gz: found label values {7}; expected label values in {0, 1, 2} or the ignore value 255"
+    )
+    # an ignore value next to the classes, and a float label map
+    check_label_values(np.array([0.0, 3.0, 1.0]), (0, 1, 2), "f.nii.gz", ignore_value=3)
+    with pytest.raises(ValueError, match="ignore_value 2 is also one of allowed_values"):
+        check_label_values(label, (0, 1, 2), "sparse.nii.gz", ignore_value=2)
+
+
+def test_check_label_valuesd_ignore_value(tmp_path):
+    sparse = np.full(SHAPE, 255, np.uint8)
+    sparse[:, :, 0] = 1
+    path = _nifti(tmp_path / "sparse_label.nii.gz", sparse)
+    loaded = _load("label")({"label": path})
+    assert CheckLabelValuesd("label", allowed_values=(0, 1), ignore_value=255)(loaded)["label"] is loaded["label"]
+    with pytest.raises(BundleInputError) as e:
+        CheckLabelValuesd("label", allowed_values=(0, 1))(loaded)
+    _assert_error(e, "sparse_label.nii.gz", "found label values {255}; expected label values in {0, 1}")
+    with pytest.raises(ValueError, match="ignore_value 1 is also one of allowed_values"):
+        CheckLabelValuesd("label", allowed_values=(0, 1), ignore_value=1)
+    with pytest.raises(ValueError, match="allowed_values must be integers"):
+        CheckLabelValuesd("label", allowed_values=(0, 1.5))
+
+
+def test_allowed_values_long_run_is_shortened(tmp_path):
+    from common.data import check_label_values
+
+    with pytest.raises(BundleInputError) as e:
+        check_label_values(np.array([100, 3], np.int16), range(100), "many.nii.gz")
+    _assert_error(e, "many.nii.gz: found label values {100}; expected label values in {0, 1, ..., 99}")
+
+
+# --- programming mistakes are ValueError / TypeError, not BundleInputError ------------------------------------------
+
+
+def test_bad_arguments_raise_value_or_type_error(tmp_path, dataset):
+    from common.data import check_channels
+
+    image = _ct(tmp_path / "image.nii.gz")
+    with pytest.raises(ValueError, match="keys must name the reference key and at least one key"):
+        CheckShapeMatchd("image")
+    with pytest.raises(ValueError, match="affine_atol must be >= 0"):
+        CheckShapeMatchd(affine_atol=-1.0)
+    with pytest.raises(ValueError, match="min_spatial_size must have 3 entries"):
+        CheckInputd("image", min_spatial_size=(8, 8))
+    with pytest.raises(ValueError, match="spatial_dims must be a positive int"):
+        CheckInputd("image", spatial_dims=0)
+    with pytest.raises(ValueError, match="n_channels must be None or a positive int"):
+        preflight_check([{"image": image}], n_channels=0)
+    with pytest.raises(ValueError, match="label_channels must be None or a positive int"):
+        preflight_check([{"image": image}], label_channels=0)
+    with pytest.raises(ValueError, match="min_spatial_size must have 2 entries"):
+        preflight_check([{"image": image}], spatial_dims=2, min_spatial_size=(1, 1, 1))
+    with pytest.raises(ValueError, match="channel_dim must be None"):
+        preflight_check([{"image": image}], channel_dim="last")
+    with pytest.raises(ValueError, match="label_ignore_value 0 is also one of label_values"):
+        preflight_check([{"image": image}], label_values=range(3), label_ignore_value=0)
+    with pytest.raises(ValueError, match="has no image_key 'img'") as e:
+        preflight_check([{"image": image}], image_key="img")
+    assert not isinstance(e.value, BundleInputError)
+    with pytest.raises(TypeError, match="data must be a list of dicts"):
+        preflight_check({"training": [{"image": image}]})
+    with pytest.raises(TypeError, match="data entry 0 must be a dict"):
+        preflight_check([image])
+    with pytest.raises(TypeError, match="data entry 0 'image' must be a path or a list of paths, got 3"):
+        preflight_check([{"image": 3}])
+    with pytest.raises(ValueError, match="min_spatial_size must have 3 entries") as e:
+        check_channels((1, 8, 9, 10), "image.nii.gz", min_spatial_size=(1, 1))
+    assert not isinstance(e.value, BundleInputError)
+    # load_datalist: a str names one key, as MONAI's KeysCollection does; no key at all is a mistake
+    root, datalist = dataset
+    assert load_datalist(datalist, "test", required_keys="image") == [
+        {"image": os.path.join(str(root), "imagesTr", "case_0.nii.gz")}
+    ]
+    with pytest.raises(ValueError, match="required_keys must name at least one key"):
+        load_datalist(datalist, required_keys=())

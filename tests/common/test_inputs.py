@@ -43,7 +43,7 @@ def test_colliding_output_names_are_refused(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "make, words",
+    ("make", "words"),
     [
         (lambda p: p / "missing", "no such file or folder"),
         (lambda p: p, "no NIfTI file and no DICOM series"),

@@ -48,3 +48,10 @@ def test_stale_staging_is_cleared_and_same_dirs_refused(tmp_path):
     assert list(staging.iterdir()) == []
     with pytest.raises(ValueError, match="must differ"):
         StagedOutputs(tmp_path, tmp_path)
+
+
+def test_staging_dir_holding_output_dir_is_refused(tmp_path):
+    """``start`` empties staging_dir: a staging_dir above output_dir would delete earlier results."""
+    with pytest.raises(ValueError, match="staging_dir must not contain output_dir"):
+        StagedOutputs(tmp_path, tmp_path / "out")
+    StagedOutputs(tmp_path / "out" / ".partial", tmp_path / "out")  # the documented layout is fine

@@ -9,13 +9,18 @@ from monai.data import MetaTensor
 from common.data import AtomicNibabelWriter, atomic_path
 
 
-def test_atomic_path_replaces_only_on_success(tmp_path):
-    target = tmp_path / "report.json"
-    target.write_text("old")
-    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+def _interrupted_write(target):
+    with atomic_path(target) as tmp:
         with open(tmp, "w") as f:
             f.write("half")
         raise RuntimeError("interrupted")
+
+
+def test_atomic_path_replaces_only_on_success(tmp_path):
+    target = tmp_path / "report.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError, match="interrupted"):
+        _interrupted_write(target)
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
     with atomic_path(target) as tmp, open(tmp, "w") as f:
