@@ -1,4 +1,4 @@
-"""Plotting helpers for evaluation reports: per-class box plots and axial overlays of reference and prediction.
+"""Plotting helpers for evaluation reports: per-column box plots and axial overlays of reference and prediction.
 
 Figures are built on matplotlib's object API with the Agg canvas (no pyplot state, no display), so they can be
 drawn in a headless evaluation run or a test; callers save them with ``fig.savefig(path, format="png")``.
@@ -16,10 +16,9 @@ from matplotlib.colors import ListedColormap, to_rgba
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from common.data.errors import BundleInputError
-
 __all__ = [
     "OverlaySlice",
+    "describe_plane",
     "label_colour",
     "largest_foreground_slice",
     "to_radiological",
@@ -30,29 +29,65 @@ __all__ = [
 # 50 distinct colours; label value v (>= 1) always gets _PALETTE[(v - 1) % 50], whatever other labels exist.
 _PALETTE = [*colormaps["tab10"].colors, *colormaps["tab20b"].colors, *colormaps["tab20c"].colors]
 
+# opacity of the label colours drawn over the grey image in plot_overlays
+OVERLAY_ALPHA = 0.55
+
 
 def label_colour(value: int) -> tuple[float, float, float, float]:
     """Fixed RGBA colour of a label value (0, background, is transparent), the same in every figure.
 
     Args:
         value: a label value of the segmentation map.
+
+    Returns:
+        ``(r, g, b, a)`` in [0, 1]: matplotlib's ``tab10`` colours for labels 1 to 10, then ``tab20b`` and
+        ``tab20c``, repeating after 50 labels; ``(0, 0, 0, 0)`` for 0 and negative values.
+
+    Raises:
+        TypeError: when ``value`` is not an integer.
     """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"label value must be an integer, got {value!r} ({type(value).__name__}).")
     if value <= 0:
         return (0.0, 0.0, 0.0, 0.0)
     return to_rgba(_PALETTE[(int(value) - 1) % len(_PALETTE)])
 
 
-@dataclass
-class OverlaySlice:
-    """One 2-D axial slice of a case for :func:`plot_overlays`.
+def describe_plane(index: Sequence[int]) -> str:
+    """Words for where a 2-D plane lies in its label map, for figure titles.
 
     Args:
+        index: indices of the plane along the axes after the first two, as :func:`largest_foreground_slice`
+            returns them: ``()`` for a 2-D map, ``(z,)`` for 3-D, ``(z, t)`` for 3-D + time.
+
+    Returns:
+        ``"2-D image"``, ``"axial slice z=12"`` or ``"frame t=3, axial slice z=12"``.
+
+    Raises:
+        ValueError: when ``index`` has more than two entries.
+    """
+    index = tuple(int(i) for i in index)
+    if len(index) == 0:
+        return "2-D image"
+    if len(index) == 1:
+        return f"axial slice z={index[0]}"
+    if len(index) == 2:
+        return f"frame t={index[1]}, axial slice z={index[0]}"
+    raise ValueError(f"plane index must have 0 to 2 entries (z, then t), got {index}.")
+
+
+@dataclass
+class OverlaySlice:
+    """One 2-D axial plane of a case for :func:`plot_overlays`.
+
+    Attributes:
         name: case name shown as the row title.
         image: ``[H, W]`` intensities (array axes as in the volume, before display re-orientation).
         reference: ``[H, W]`` integer label map of the reference.
         prediction: ``[H, W]`` integer label map of the prediction.
         window: ``(vmin, vmax)`` grey window, e.g. the preprocessed volume's intensity range.
-        index: index of the slice along the volume's last (axial) axis, shown in the title.
+        index: where the plane lies in the case's label map (see :func:`describe_plane`): ``()`` for a 2-D
+            case, ``(z,)`` for 3-D, ``(z, t)`` for 3-D + time.
     """
 
     name: str
@@ -60,22 +95,38 @@ class OverlaySlice:
     reference: np.ndarray
     prediction: np.ndarray
     window: tuple[float, float]
-    index: int = 0
+    index: tuple[int, ...] = ()
 
 
-def largest_foreground_slice(label_map: np.ndarray) -> int:
-    """Index along the last (axial) axis of the slice with the largest reference foreground (label > 0) area.
+def largest_foreground_slice(label_map: np.ndarray) -> tuple[int, ...]:
+    """Where the axial plane with the largest reference foreground (label > 0) area lies in a label map.
+
+    ``[H, W]``: the image itself, ``()``. ``[H, W, D]``: the axial slice (last axis) with the most foreground
+    voxels, ``(z,)``. ``[H, W, D, T]`` (3-D + time): the frame and axial slice with the most foreground voxels,
+    ``(z, t)``. Ties go to the first (lowest z, then lowest t); a map without foreground gives the middle slice
+    (and middle frame).
 
     Args:
-        label_map: ``[H, W, D]`` integer label map.
+        label_map: ``[H, W]``, ``[H, W, D]`` or ``[H, W, D, T]`` integer label map.
 
     Returns:
-        the slice index; the middle slice when the map has no foreground.
+        the indices along the axes after the first two; ``label_map[(slice(None), slice(None), *index)]`` is the
+        plane.
+
+    Raises:
+        ValueError: when ``label_map`` is not 2-D, 3-D or 4-D.
     """
-    if label_map.ndim != 3:
-        raise BundleInputError(None, f"label map of shape {tuple(label_map.shape)}", "a 3-D label map [H, W, D]")
-    area = (label_map > 0).reshape(-1, label_map.shape[-1]).sum(axis=0)
-    return int(np.argmax(area)) if area.max() > 0 else label_map.shape[-1] // 2
+    array = np.asarray(label_map)
+    if array.ndim not in (2, 3, 4):
+        raise ValueError(
+            f"label map must be [H, W], [H, W, D] or [H, W, D, T], got shape {tuple(array.shape)}.",
+        )
+    if array.ndim == 2:
+        return ()
+    area = (array > 0).sum(axis=(0, 1))  # [D] or [D, T]
+    if area.max() == 0:
+        return tuple(n // 2 for n in area.shape)
+    return tuple(int(i) for i in np.unravel_index(int(np.argmax(area)), area.shape))
 
 
 def to_radiological(slice2d: np.ndarray) -> np.ndarray:
@@ -90,8 +141,14 @@ def to_radiological(slice2d: np.ndarray) -> np.ndarray:
 
     Returns:
         ``[W, H]`` array to pass to ``imshow``.
+
+    Raises:
+        ValueError: when ``slice2d`` is not 2-D.
     """
-    return np.ascontiguousarray(slice2d[::-1, ::-1].T)
+    array = np.asarray(slice2d)
+    if array.ndim != 2:
+        raise ValueError(f"slice must be 2-D [H, W], got shape {tuple(array.shape)}.")
+    return np.ascontiguousarray(array[::-1, ::-1].T)
 
 
 def _new_figure(width: float, height: float) -> Figure:
@@ -102,33 +159,38 @@ def _new_figure(width: float, height: float) -> Figure:
 
 def plot_boxplots(
     values: np.ndarray,
-    class_names: Sequence[str],
+    column_names: Sequence[str],
     title: str = "",
     ylabel: str = "Dice",
     ylim: tuple[float, float] | None = (0.0, 1.0),
 ) -> Figure:
-    """Per-class box plots of a per-case measure, one box per class with the cases drawn as points.
+    """Per-column box plots of a per-case measure, one box per column with the cases drawn as points.
 
     In the manner of the per-organ Dice box plots of multi-organ CT papers (e.g. Roth et al., sec. III.B): the box
     spans the quartiles, the line is the median, the whiskers reach 1.5 IQR, the diamond is the mean.
 
     Args:
-        values: ``[n_cases, n_classes]``; NaN entries (class absent) are left out of that class's box.
-        class_names: one name per column, shown on the x axis.
+        values: ``[n_cases, n_columns]``; NaN entries (class absent) are left out of that column's box, and a
+            column with no finite value gets no box.
+        column_names: one name per column (a class, a region, or the measure itself), shown on the x axis.
         title: figure title.
-        ylabel: y axis label, e.g. ``"Dice"``.
-        ylim: y axis range, ``(0, 1)`` for Dice; ``None`` to let matplotlib choose.
+        ylabel: y axis label, e.g. ``"Dice"`` or ``"CMD (mm)"``.
+        ylim: y axis range, ``(0, 1)`` for a ratio such as Dice; ``None`` to let matplotlib choose.
 
     Returns:
         the figure (Agg canvas).
+
+    Raises:
+        ValueError: when ``values`` is not ``[n_cases, len(column_names)]``.
     """
     array = np.asarray(values, dtype=np.float64)
-    if array.ndim != 2 or array.shape[1] != len(class_names):
-        raise BundleInputError(
-            None, f"values of shape {tuple(array.shape)} for {len(class_names)} classes", "[n_cases, n_classes]"
+    if array.ndim != 2 or array.shape[1] != len(column_names):
+        raise ValueError(
+            f"values must be [n_cases, n_columns] with one column per name ({len(column_names)} names), "
+            f"got shape {tuple(array.shape)}."
         )
     columns = [array[~np.isnan(array[:, i]), i] for i in range(array.shape[1])]
-    fig = _new_figure(max(4.0, 1.1 * len(class_names) + 1.5), 4.5)
+    fig = _new_figure(max(4.0, 1.1 * len(column_names) + 1.5), 4.5)
     ax = fig.add_subplot(1, 1, 1)
     positions = np.arange(1, len(columns) + 1)
     drawn = [i for i, c in enumerate(columns) if c.size > 0]
@@ -149,7 +211,7 @@ def plot_boxplots(
         jitter = rng.uniform(-0.12, 0.12, size=columns[i].size)
         ax.scatter(positions[i] + jitter, columns[i], s=10, color="black", alpha=0.6, zorder=3, clip_on=False)
     ax.set_xticks(positions)
-    ax.set_xticklabels([str(n) for n in class_names], rotation=30, ha="right")
+    ax.set_xticklabels([str(n) for n in column_names], rotation=30, ha="right")
     ax.set_xlim(0.4, len(columns) + 0.6)
     if ylim is not None:
         ax.set_ylim(*ylim)
@@ -162,28 +224,41 @@ def plot_boxplots(
 
 
 def plot_overlays(cases: Sequence[OverlaySlice], class_names: Mapping[int, str], title: str = "") -> Figure:
-    """Grid of axial slices, one row per case, columns image | reference | prediction, with a label legend.
+    """Grid of axial planes, one row per case, columns image | reference | prediction, with a label legend.
 
     Reference and prediction are drawn over the grey image, each label value in its fixed :func:`label_colour`
-    (paper Fig. 5 shows the same side-by-side comparison of result and ground truth). Slices are shown in
-    radiological convention (:func:`to_radiological`).
+    at opacity :data:`OVERLAY_ALPHA` (paper Fig. 5 of Roth et al. shows the same side-by-side comparison of
+    result and ground truth). Planes are shown in radiological convention (:func:`to_radiological`); each row is
+    labelled with the case name and where its plane lies (:func:`describe_plane`: the slice, and for 3-D + time
+    the frame).
 
     Args:
-        cases: the slices to draw, one row each.
+        cases: the planes to draw, one row each.
         class_names: label value -> name for the legend (background 0 may be omitted).
         title: figure title.
 
     Returns:
         the figure (Agg canvas).
+
+    Raises:
+        ValueError: when ``cases`` is empty or a case's image, reference and prediction are not 2-D arrays of one
+            shape.
     """
     if len(cases) == 0:
-        raise BundleInputError(None, "no cases to draw", "at least one overlay slice")
+        raise ValueError("plot_overlays needs at least one OverlaySlice, got none.")
+    for case in cases:
+        shapes = [np.shape(a) for a in (case.image, case.reference, case.prediction)]
+        if len(shapes[0]) != 2 or len(set(shapes)) != 1:
+            raise ValueError(
+                f"overlay '{case.name}': image, reference and prediction must be 2-D of one shape, got {shapes}."
+            )
     values = sorted(int(v) for v in class_names if int(v) > 0)
-    top = max([*values, *(int(max(c.reference.max(), c.prediction.max())) for c in cases), 1])
-    colours = [label_colour(v) for v in range(top + 1)]
-    cmap = ListedColormap(colours)
+    top = max([*values, *(int(max(np.max(c.reference), np.max(c.prediction))) for c in cases), 1])
+    cmap = ListedColormap([label_colour(v) for v in range(top + 1)])
 
-    fig = _new_figure(3 * 3.0, 3.0 * len(cases) + 0.9)
+    legend_height = 0.2 + 0.2 * -(-len(values) // 4)  # inches: 4 legend entries a line
+    height = 3.1 * len(cases) + 0.7 + legend_height  # 3.1 in a row keeps rows of square 2.7 in panels apart
+    fig = _new_figure(3 * 3.0, height)
     for row, case in enumerate(cases):
         image = to_radiological(np.asarray(case.image, dtype=np.float64))
         vmin, vmax = case.window
@@ -197,17 +272,17 @@ def plot_overlays(cases: Sequence[OverlaySlice], class_names: Mapping[int, str],
             if labels is not None:
                 shown = to_radiological(np.asarray(labels)).astype(np.int64)
                 masked = np.ma.masked_where(shown <= 0, shown)
-                ax.imshow(masked, cmap=cmap, vmin=-0.5, vmax=top + 0.5, alpha=0.55, interpolation="nearest")
+                ax.imshow(masked, cmap=cmap, vmin=-0.5, vmax=top + 0.5, alpha=OVERLAY_ALPHA, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if row == 0:
                 ax.set_title(heading)
             if col == 0:
-                ax.set_ylabel(f"{case.name}\nslice {case.index}", fontsize=8)
+                ax.set_ylabel(f"{case.name}\n{describe_plane(case.index)}", fontsize=8)
     handles = [Patch(facecolor=label_colour(v), label=f"{v}: {class_names.get(v, str(v))}") for v in values]
     if handles:
         fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), fontsize=8, frameon=False)
     if title:
         fig.suptitle(title)
-    fig.tight_layout(rect=(0.0, 0.9 / (3.0 * len(cases) + 0.9), 1.0, 1.0))
+    fig.tight_layout(rect=(0.0, legend_height / height, 1.0, 1.0))
     return fig

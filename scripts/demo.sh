@@ -15,9 +15,13 @@ echo "== [1/3] train on phantom data ($b)"
 python -m monai.bundle run --config_file "['$c/train.json','$c/demo.json']" --logging_file "$c/logging.conf"
 t1=$(date +%s)
 echo "== [2/3] evaluate on held-out phantom cases"
-python -m monai.bundle run --config_file "['$c/train.json','$c/evaluate.json','$c/demo.json']" --logging_file "$c/logging.conf"
+# the report (metric names, prefix, folder) is read back from these same configs by common.report below
+eval_configs="['$c/train.json','$c/evaluate.json','$c/demo.json']"
+python -m monai.bundle run --config_file "$eval_configs" --logging_file "$c/logging.conf"
 t2=$(date +%s)
 echo "== [3/3] infer (label maps in the input's geometry)"
 python -m monai.bundle run --config_file "['$c/inference.json','$c/demo.json']" --logging_file "$c/logging.conf"
 t3=$(date +%s)
-python -m common.report "$b" --train_seconds $((t1 - t0)) --eval_seconds $((t2 - t1)) --infer_seconds $((t3 - t2))
+# the paper's table(s) for the evaluated cases, the times, and where the model, reports, PNGs and label maps are
+python -m common.report "$b" --config_files "$eval_configs" \
+    --train_seconds $((t1 - t0)) --eval_seconds $((t2 - t1)) --infer_seconds $((t3 - t2))

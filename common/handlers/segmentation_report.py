@@ -1,48 +1,36 @@
-"""Ignite handler writing the paper's per-class evaluation report (CSV, summary JSON, box plots, overlays)."""
+"""Ignite handler collecting an evaluation's cases and writing its report through ``write_segmentation_report``."""
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import ignite.distributed as idist
 import numpy as np
 from ignite.engine import Engine, Events
 from monai.data import decollate_batch
-from monai.handlers.utils import write_metrics_reports
 from monai.utils import ImageMetaKey, convert_to_numpy, ensure_tuple, string_list_all_gather
 
-from common.data.errors import BundleInputError
-from common.data.writers import atomic_path
-from common.metrics.summary import format_table, summarize_per_class
-from common.visualize import OverlaySlice, largest_foreground_slice, plot_boxplots, plot_overlays
+from common.metrics.segmentation_report import MetricSpec, write_segmentation_report
+from common.visualize import OverlaySlice, largest_foreground_slice
 
-__all__ = ["SegmentationReport"]
+__all__ = ["DEFAULT_METRIC_NAMES", "SegmentationReport"]
 
 logger = logging.getLogger(__name__)
 
-
-def _json_safe(value: Any) -> Any:
-    """NaN/inf -> None (JSON has no NaN), numpy scalars -> Python numbers, recursively."""
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
+DEFAULT_METRIC_NAMES = ("val_mean_dice",)
+"""Metric reported when none is named: the key metric name of the bundles' ``validate#key_metric``."""
 
 
 def _as_items(data: Any) -> list[Any]:
-    """Engine batch/output as a list of per-case items: decollated list as is, a dict of batches decollated."""
+    """Engine batch/output as a list of per-case items.
+
+    Returns:
+        a decollated list as is, a dict of batches decollated, anything else as no items.
+    """
     if isinstance(data, list):
         return data
     if isinstance(data, dict):
@@ -50,90 +38,127 @@ def _as_items(data: Any) -> list[Any]:
     return []
 
 
-def _index_map(x: Any, key: str) -> np.ndarray:
-    """``[C, H, W, D]`` one-hot/probabilities (argmax over C) or ``[1, H, W, D]`` index map -> ``[H, W, D]`` ints."""
+def _index_map(x: Any, key: str, name: str) -> np.ndarray:
+    """Integer label map of a channel-first one-hot/probability map (argmax over C) or index map (C = 1).
+
+    Returns:
+        the ``spatial`` int64 map of a ``[C, *spatial]`` array.
+
+    Raises:
+        ValueError: when the array is not 3-D, 4-D or 5-D (channel first).
+    """
     array = convert_to_numpy(x)
-    if array.ndim != 4:
-        raise BundleInputError(
-            None, f"'{key}' of shape {tuple(array.shape)}", "channel-first 3-D data [C, H, W, D] (one-hot or index)"
+    if array.ndim not in (3, 4, 5):
+        raise ValueError(
+            f"case '{name}': '{key}' must be channel-first [C, H, W], [C, H, W, D] or [C, H, W, D, T] "
+            f"(one-hot or index map), got shape {tuple(array.shape)}."
         )
     return (np.argmax(array, axis=0) if array.shape[0] > 1 else np.rint(array[0])).astype(np.int64)
+
+
+def _parse_class_names(class_names: Mapping[str | int, str] | Sequence[str]) -> dict[int, str]:
+    """Label value -> name, sorted by value; a list names labels 1, 2, ... in order.
+
+    Returns:
+        the parsed names.
+
+    Raises:
+        TypeError: when ``class_names`` is neither a dict nor a list.
+        ValueError: on a non-integer, negative or repeated label value, an empty name, or no label > 0.
+    """
+    if isinstance(class_names, str) or not isinstance(class_names, (Mapping, Sequence)):
+        raise TypeError(f"class_names must be a dict label value -> name or a list of names, got {class_names!r}.")
+    items = class_names.items() if isinstance(class_names, Mapping) else enumerate(class_names, start=1)
+    parsed: dict[int, str] = {}
+    for value, name in items:
+        try:
+            label = int(value)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"class_names keys must be integer label values like '1', got {value!r}.") from err
+        if label < 0 or label in parsed or not str(name):
+            raise ValueError(
+                f"class_names entry {value!r}: {name!r}: label values must be unique and >= 0, names non-empty."
+            )
+        parsed[label] = str(name)
+    if not any(v > 0 for v in parsed):
+        raise ValueError(f"class_names must name at least one label value > 0, got {class_names!r}.")
+    return dict(sorted(parsed.items()))
 
 
 class SegmentationReport:
     """Ignite handler: per-case, per-class table, summary, box plots and overlays of a segmentation evaluation.
 
-    Implements the evaluation of Roth et al. (abdominal CT multi-organ 3D FCN), sec. III.B, Tables 1 and 2, for a
-    MONAI ``SupervisedEvaluator``: per class the average, (population) standard deviation, minimum and maximum of
-    the per-case values of each metric, and a "Total Avg." row averaging each column over the classes
-    (:func:`common.metrics.summary.summarize_per_class`).
+    A thin handler over :func:`common.metrics.segmentation_report.write_segmentation_report`, which does the
+    writing (see it for the files, their layout and the paper section); this class only collects what an
+    evaluator run holds. During the epoch it records each case's file name (``engine.state.batch``, decollated
+    list of dicts or a dict of batches; ``image.meta["filename_or_obj"]`` or ``image_meta_dict``, else
+    ``case_<index>``) and, for the first ``n_overlays`` cases, the plane with the largest reference foreground
+    (:func:`common.visualize.largest_foreground_slice`: the image itself for 2-D ``[C, H, W]``, the axial slice for
+    3-D ``[C, H, W, D]``, the frame and axial slice for 3-D + time ``[C, H, W, D, T]``), taken from
+    ``engine.state.output`` (``pred``/``label`` one-hot, argmax-ed when C > 1, or index maps with C = 1). At
+    ``EPOCH_COMPLETED`` it reads ``engine.state.metric_details[name]`` (``[n_cases, n_columns]``, written by MONAI
+    metric handlers with ``save_details=True`` and already all-gathered across ranks by them), gathers the file
+    names from every rank with MONAI's ``string_list_all_gather`` and, on rank ``save_rank`` only, writes the
+    report. Overlays are those of the cases rank ``save_rank`` saw.
 
-    During the epoch it records each case's file name (``engine.state.batch``, decollated list of dicts or a dict
-    of batches; ``image.meta["filename_or_obj"]`` or ``image_meta_dict``) and, for the first ``n_overlays`` cases,
-    the axial slice (last array axis) with the largest reference foreground, taken from ``engine.state.output``
-    (``pred``/``label`` as one-hot ``[C, H, W, D]``, argmax-ed when C > 1, or index maps ``[1, H, W, D]``).
-    At ``EPOCH_COMPLETED`` it reads ``engine.state.metric_details[name]`` (``[n_cases, n_classes]``, written by
-    MONAI metric handlers with ``save_details=True``) and writes, into ``output_dir``:
-
-    - ``<prefix><metric>_per_case.csv``: MONAI's ``write_metrics_reports`` layout, a ``filename`` column, one
-      column per class and the per-case ``mean`` over classes;
-    - ``<prefix><metric>_summary.json``: ``{"metric", "n_cases", "std_ddof", "summary"}`` with ``summary`` the
-      :func:`summarize_per_class` dict (NaN written as ``null``);
-    - ``<prefix><metric>_boxplot.png``: per-class box plots;
-    - ``<prefix>overlays.png``: image | reference | prediction per case (when ``n_overlays > 0``).
-
-    It logs the table in the paper's layout at INFO, then each file written. Every file is written to a temporary
-    file in ``output_dir`` and moved into place, and all inputs are checked before the first write, so a failed
-    or interrupted run never leaves a partial report. In a distributed run file names are gathered from every
-    rank (MONAI already all-gathers ``metric_details``) and only rank ``save_rank`` writes.
+    It follows MONAI's ``MetricsSaver`` (same events, same ``save_rank`` check and file-name gather) and writes the
+    CSV through the same ``write_metrics_reports``, but is not a subclass of it: ``MetricsSaver.__call__`` writes
+    straight into its folder (a failure leaves a partial report) under names without a prefix
+    (``<metric>_raw.csv``), its file-name collection records ``"None"`` for a case without meta data, and it reads
+    only ``engine.state.batch`` while the overlays need ``engine.state.output``.
 
     Args:
         output_dir: folder of the report; created if missing.
         class_names: label value -> name, e.g. ``{"1": "artery", ..., "7": "pancreas"}``, or a list naming labels
-            1, 2, ... in order. Background (0) is excluded from the measures: the names of the values > 0, sorted
-            by value, name the metric columns (``include_background=False``); if the metric has one column more
-            and 0 is named, all names are used.
+            1, 2, ... in order. They name the columns of every metric whose spec names none: the names of the
+            values > 0, sorted by value (``include_background=False``), or all names when the metric has one
+            column more and 0 is named. They also name the overlay legend.
         metric_names: names under which the metrics were attached (keys of ``engine.state.metric_details``).
+        metric_specs: metric name -> :class:`common.metrics.segmentation_report.MetricSpec` or a dict of its
+            fields (``label``, ``unit``: ``None`` for a ratio in [0, 1], else e.g. ``"mm"``; ``columns``: the
+            metric's own column names). A metric without one is a ratio with one column per class.
         image_key: key of the image in the batch/output dicts.
         label_key: key of the reference in ``engine.state.output``.
         pred_key: key of the prediction in ``engine.state.output``.
         n_overlays: number of cases (the first ones seen) drawn in ``overlays.png``; 0 for none.
-        title: title of the table and figures; `` (n=<cases>)`` is appended to the table title.
+        title: title of the tables and figures; `` (n=<cases>)`` is appended.
         prefix: prefix of every file name, e.g. ``"test_"``.
-        ratio_metrics: metrics valued in [0, 1] (table in percent, box plot y axis 0-1); default: all of
-            ``metric_names``. Other metrics are shown as they are.
         save_rank: the rank that writes the files in a distributed run.
 
     Raises:
-        BundleInputError: on bad arguments here; at epoch end, before writing anything, when a metric is missing
-            from ``metric_details`` or its column count differs from the number of class names.
+        TypeError: when ``class_names`` or a metric spec is of the wrong type.
+        ValueError: when ``class_names`` is empty, has a non-integer or repeated label value or names no label
+            > 0, ``metric_names`` is empty, ``metric_specs`` names a metric not in ``metric_names``, or
+            ``n_overlays`` or ``save_rank`` is negative.
     """
 
     def __init__(
         self,
         output_dir: str | os.PathLike,
         class_names: Mapping[str | int, str] | Sequence[str],
-        metric_names: str | Sequence[str] = ("val_mean_dice",),
+        metric_names: str | Sequence[str] = DEFAULT_METRIC_NAMES,
+        metric_specs: Mapping[str, MetricSpec | Mapping[str, Any]] | None = None,
         image_key: str = "image",
         label_key: str = "label",
         pred_key: str = "pred",
         n_overlays: int = 4,
         title: str = "Quantitative results of the segmentation",
         prefix: str = "",
-        ratio_metrics: Sequence[str] | None = None,
         save_rank: int = 0,
     ) -> None:
         self.output_dir = str(output_dir)
-        self.class_names = self._parse_class_names(class_names)
+        self.class_names = _parse_class_names(class_names)
         self.metric_names = tuple(str(m) for m in ensure_tuple(metric_names))
         if len(self.metric_names) == 0:
-            raise BundleInputError(None, "metric_names=()", "at least one metric name")
-        self.ratio_metrics = self.metric_names if ratio_metrics is None else tuple(ensure_tuple(ratio_metrics))
-        unknown = [m for m in self.ratio_metrics if m not in self.metric_names]
+            raise ValueError("metric_names must name at least one metric, got none.")
+        self.metric_specs = {str(k): MetricSpec.from_value(v) for k, v in (metric_specs or {}).items()}
+        unknown = sorted(set(self.metric_specs) - set(self.metric_names))
         if unknown:
-            raise BundleInputError(None, f"ratio_metrics {unknown}", f"a subset of metric_names {self.metric_names}")
+            raise ValueError(f"metric_specs names {unknown}, which are not in metric_names {self.metric_names}.")
         if int(n_overlays) < 0:
-            raise BundleInputError(None, f"n_overlays={n_overlays}", "an integer >= 0")
+            raise ValueError(f"n_overlays must be an integer >= 0, got {n_overlays}.")
+        if int(save_rank) < 0:
+            raise ValueError(f"save_rank must be an integer >= 0, got {save_rank}.")
         self.n_overlays = int(n_overlays)
         self.image_key = image_key
         self.label_key = label_key
@@ -143,29 +168,6 @@ class SegmentationReport:
         self.save_rank = int(save_rank)
         self._filenames: list[str] = []
         self._overlays: list[OverlaySlice] = []
-
-    @staticmethod
-    def _parse_class_names(class_names: Mapping[str | int, str] | Sequence[str]) -> dict[int, str]:
-        """Label value -> name; a list names labels 1, 2, ... in order."""
-        if isinstance(class_names, str) or not isinstance(class_names, (Mapping, Sequence)) or not class_names:
-            raise BundleInputError(
-                None, f"class_names={class_names!r}", "a non-empty dict label value -> name or list of names"
-            )
-        items = class_names.items() if isinstance(class_names, Mapping) else enumerate(class_names, start=1)
-        parsed: dict[int, str] = {}
-        for value, name in items:
-            try:
-                label = int(value)
-            except (TypeError, ValueError) as err:
-                raise BundleInputError(None, f"class_names key {value!r}", "integer label values like '1'") from err
-            if label < 0 or label in parsed or not str(name):
-                raise BundleInputError(
-                    None, f"class_names entry {value!r}: {name!r}", "unique label values >= 0 with non-empty names"
-                )
-            parsed[label] = str(name)
-        if not any(v > 0 for v in parsed):
-            raise BundleInputError(None, f"class_names={class_names!r}", "at least one label value > 0")
-        return dict(sorted(parsed.items()))
 
     def attach(self, engine: Engine) -> None:
         """Register the handler on ``engine`` (an evaluator): reset at epoch start, collect per iteration, report.
@@ -186,24 +188,27 @@ class SegmentationReport:
         self._overlays = []
 
     def iteration_completed(self, engine: Engine) -> None:
-        """Record the case names of this iteration and the overlay slices of the first ``n_overlays`` cases.
+        """Record the case names of this iteration and the overlay planes of the first ``n_overlays`` cases.
 
         Args:
             engine: Ignite Engine whose ``state.batch`` / ``state.output`` hold the current cases.
         """
         batch_items = _as_items(engine.state.batch)
         output_items = _as_items(engine.state.output)
-        n_items = max(len(batch_items), len(output_items))
-        for i in range(n_items):
-            name = self._case_name(batch_items[i] if i < len(batch_items) else None, len(self._filenames))
+        for i in range(max(len(batch_items), len(output_items))):
+            batch = batch_items[i] if i < len(batch_items) else None
+            name = self._case_name(batch, len(self._filenames))
             self._filenames.append(name)
             if len(self._overlays) < self.n_overlays and i < len(output_items):
-                self._overlays.append(
-                    self._overlay_slice(name, output_items[i], batch_items[i] if i < len(batch_items) else None)
-                )
+                self._overlays.append(self._overlay_slice(name, output_items[i], batch))
 
     def _case_name(self, item: Any, index: int) -> str:
-        """``filename_or_obj`` of the item's image (MetaTensor meta or ``<image_key>_meta_dict``), else an index."""
+        """Name of one case.
+
+        Returns:
+            ``filename_or_obj`` of the item's image (MetaTensor meta or ``<image_key>_meta_dict``), else
+            ``case_<index>``.
+        """
         name = None
         if isinstance(item, Mapping):
             image = item.get(self.image_key)
@@ -214,134 +219,99 @@ class SegmentationReport:
         return f"case_{index:04d}" if name is None or name == "" else str(name)
 
     def _overlay_slice(self, name: str, output: Any, batch: Any) -> OverlaySlice:
-        """Axial slice with the largest reference foreground of one case's image, reference and prediction."""
+        """The plane with the largest reference foreground of one case's image, reference and prediction.
+
+        Returns:
+            the case's :class:`OverlaySlice`.
+
+        Raises:
+            ValueError: when the output lacks the prediction or reference, or the shapes disagree.
+        """
         if not isinstance(output, Mapping) or self.label_key not in output or self.pred_key not in output:
             found = sorted(output) if isinstance(output, Mapping) else type(output).__name__
-            raise BundleInputError(
-                name, f"engine output {found}", f"dicts with '{self.pred_key}' and '{self.label_key}' for overlays"
+            raise ValueError(
+                f"case '{name}': engine output holds {found}; overlays need dicts with '{self.pred_key}' and "
+                f"'{self.label_key}' (or n_overlays=0)."
             )
         image = output.get(self.image_key)
         if image is None and isinstance(batch, Mapping):
             image = batch.get(self.image_key)
-        reference = _index_map(output[self.label_key], self.label_key)
-        prediction = _index_map(output[self.pred_key], self.pred_key)
+        reference = _index_map(output[self.label_key], self.label_key, name)
+        prediction = _index_map(output[self.pred_key], self.pred_key, name)
         if image is None:
             volume = reference.astype(np.float64)
         else:
             volume = convert_to_numpy(image).astype(np.float64)
-            volume = volume[0] if volume.ndim == 4 else volume
+            volume = volume[0] if volume.ndim == reference.ndim + 1 else volume  # first channel
         if not (volume.shape == reference.shape == prediction.shape):
-            raise BundleInputError(
-                name,
-                f"image {volume.shape}, reference {reference.shape}, prediction {prediction.shape}",
-                "the same spatial shape for image, reference and prediction",
+            raise ValueError(
+                f"case '{name}': image {volume.shape}, reference {reference.shape} and prediction "
+                f"{prediction.shape} must have the same spatial shape."
             )
-        z = largest_foreground_slice(reference)
-        window = (float(np.min(volume)), float(np.max(volume)))  # CT window of the preprocessed intensities
+        index = largest_foreground_slice(reference)
+        plane = (slice(None), slice(None), *index)
+        window = (float(np.min(volume)), float(np.max(volume)))  # the preprocessed intensities' range
         return OverlaySlice(
             os.path.basename(name.rstrip("/\\")) or name,
-            volume[..., z],
-            reference[..., z],
-            prediction[..., z],
+            volume[plane],
+            reference[plane],
+            prediction[plane],
             window,
-            z,
+            index,
         )
 
-    def _column_names(self, metric: str, n_columns: int) -> list[str]:
-        """Class names of the metric columns: labels > 0 in order, or all labels if 0 is named and fits."""
-        foreground = [n for v, n in self.class_names.items() if v > 0]
-        if n_columns == len(foreground):
-            return foreground
-        if 0 in self.class_names and n_columns == len(self.class_names):
-            return list(self.class_names.values())
-        raise BundleInputError(
-            None,
-            f"{n_columns} columns in metric_details['{metric}'] but {len(foreground)} foreground class names "
-            f"{foreground}",
-            "one class name per metric column (labels 1..N when the metric has include_background=False)",
-        )
+    def _spec(self, metric: str, n_columns: int) -> MetricSpec:
+        """The metric's spec as declared, or with every class name as columns when it fits that count instead.
 
-    def _path(self, name: str) -> str:
-        return os.path.join(self.output_dir, f"{self.prefix}{name}")
+        Returns:
+            the spec; a metric without named columns whose column count is that of all class names including
+            background 0 (not that of the foreground names) gets all names as its columns.
+        """
+        spec = self.metric_specs.get(metric, MetricSpec())
+        n_foreground = sum(1 for v in self.class_names if v > 0)
+        with_background = 0 in self.class_names and n_columns == len(self.class_names) != n_foreground
+        return (
+            replace(spec, columns=tuple(self.class_names.values()))
+            if spec.columns is None and with_background
+            else spec
+        )
 
     def __call__(self, engine: Engine) -> None:
-        """Check every metric, then write the report files (rank ``save_rank`` only) and log the tables.
+        """Gather the case names, check every metric, then write the report (rank ``save_rank`` only).
 
         Args:
             engine: Ignite Engine at ``EPOCH_COMPLETED``, after its metrics were computed.
+
+        Raises:
+            ValueError: when ``save_rank`` is not below the world size, or (before anything is written) a metric
+                is missing from ``engine.state.metric_details`` or does not fit the case names and column names.
         """
         world_size = idist.get_world_size()
         if self.save_rank >= world_size:
-            raise BundleInputError(None, f"save_rank={self.save_rank}", f"a rank below the world size {world_size}")
+            raise ValueError(f"save_rank={self.save_rank} must be below the world size {world_size}.")
         filenames = string_list_all_gather(strings=self._filenames) if world_size > 1 else list(self._filenames)
         if idist.get_rank() != self.save_rank:
             return
-
         details = getattr(engine.state, "metric_details", None) or {}
-        tables: dict[str, tuple[np.ndarray, list[str]]] = {}
+        metrics: dict[str, np.ndarray] = {}
+        specs: dict[str, MetricSpec] = {}
         for metric in self.metric_names:
-            if metric not in details or details[metric] is None:
-                raise BundleInputError(
-                    None,
-                    f"no metric_details['{metric}'] (available: {sorted(details)})",
-                    "a metric attached under that name with save_details=True",
+            if details.get(metric) is None:
+                raise ValueError(
+                    f"no metric_details['{metric}'] (available: {sorted(details)}); attach the metric under that "
+                    "name with save_details=True."
                 )
-            values = convert_to_numpy(details[metric]).astype(np.float64)
-            values = values.reshape(-1, 1) if values.ndim == 1 else values
-            if values.ndim != 2:
-                raise BundleInputError(
-                    None, f"metric_details['{metric}'] of shape {values.shape}", "[n_cases, n_classes]"
-                )
-            if values.shape[0] != len(filenames):
-                raise BundleInputError(
-                    None,
-                    f"{values.shape[0]} rows in metric_details['{metric}'] but {len(filenames)} cases seen",
-                    "one metric row per evaluated case",
-                )
-            tables[metric] = (values, self._column_names(metric, values.shape[1]))
-
-        os.makedirs(self.output_dir, exist_ok=True)
-        written: list[str] = []
-        for metric, (values, columns) in tables.items():
-            written += self._write_metric(metric, values, columns, filenames)
-        if self._overlays:
-            fig = plot_overlays(self._overlays, self.class_names, title=self.title)
-            path = self._path("overlays.png")
-            with atomic_path(path) as tmp:
-                fig.savefig(tmp, format="png")
-            written.append(path)
-        logger.info("SegmentationReport wrote:\n  %s", "\n  ".join(written))
-
-    def _write_metric(self, metric: str, values: np.ndarray, columns: list[str], filenames: list[str]) -> list[str]:
-        """Write the CSV, JSON and box plot of one metric and log its table; return the paths written."""
-        ratio = metric in self.ratio_metrics
-        summary = summarize_per_class(values, columns)
-        n_cases = int(values.shape[0])
-        measure = "Dice" if "dice" in metric.lower() else metric
-        table = format_table(summary, f"{self.title} (n={n_cases}): {metric}", measure=measure, percent=ratio)
-        logger.info("\n%s", table)
-
-        csv_path = self._path(f"{metric}_per_case.csv")
-        staging = tempfile.mkdtemp(dir=self.output_dir, prefix=".report.")
-        try:  # MONAI's own CSV layout, staged in a temporary folder then moved into place atomically
-            write_metrics_reports(staging, filenames, None, {metric: values}, None, class_labels=list(columns))
-            os.replace(os.path.join(staging, f"{metric}_raw.csv"), csv_path)
-        finally:
-            shutil.rmtree(staging)
-
-        json_path = self._path(f"{metric}_summary.json")
-        document = {"metric": metric, "n_cases": n_cases, "std_ddof": 0, "summary": summary}
-        with atomic_path(json_path) as tmp, open(tmp, "w") as f:
-            json.dump(_json_safe(document), f, indent=2, allow_nan=False)
-
-        box_path = self._path(f"{metric}_boxplot.png")
-        fig = plot_boxplots(
-            values,
-            columns,
-            title=f"{self.title} (n={n_cases})",
-            ylabel=measure,
-            ylim=(0.0, 1.0) if ratio else None,
+            metrics[metric] = np.asarray(convert_to_numpy(details[metric]), dtype=np.float64)
+            n_columns = metrics[metric].shape[1] if metrics[metric].ndim == 2 else 1
+            specs[metric] = self._spec(metric, n_columns)
+        write_segmentation_report(
+            self.output_dir,
+            filenames,
+            metrics,
+            column_names=[n for v, n in self.class_names.items() if v > 0],
+            metric_specs=specs,
+            overlays=self._overlays,
+            label_names=self.class_names,
+            title=self.title,
+            prefix=self.prefix,
         )
-        with atomic_path(box_path) as tmp:
-            fig.savefig(tmp, format="png")
-        return [csv_path, json_path, box_path]

@@ -13,8 +13,6 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from common.data.errors import BundleInputError
-
 __all__ = ["TOTAL_ROW", "SUMMARY_COLUMNS", "summarize_per_class", "total_row", "format_table"]
 
 TOTAL_ROW = "Total Avg."
@@ -27,7 +25,11 @@ _HEADINGS = {"avg": "Avg.", "std": "Std.", "min": "Min.", "max": "Max.", "n": "n
 
 
 def _class_row(column: np.ndarray) -> dict[str, float]:
-    """Summary of one class's per-case values, NaN (class absent in reference and prediction) skipped."""
+    """Summary of one class's per-case values, NaN (class absent in reference and prediction) skipped.
+
+    Returns:
+        ``{"avg", "std", "min", "max", "n"}``; all NaN and ``n`` 0 when every value is NaN.
+    """
     valid = column[~np.isnan(column)]
     if valid.size == 0:
         return {"avg": math.nan, "std": math.nan, "min": math.nan, "max": math.nan, "n": 0}
@@ -49,9 +51,12 @@ def total_row(per_class: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
 
     Returns:
         one row with the same keys; a column that is NaN for every class stays NaN.
+
+    Raises:
+        ValueError: when ``per_class`` is empty.
     """
     if len(per_class) == 0:
-        raise BundleInputError(None, "no classes", "at least one class row to average")
+        raise ValueError("total_row needs at least one class row to average, got none.")
     total: dict[str, float] = {}
     for key in SUMMARY_COLUMNS:
         column = np.asarray([float(row[key]) for row in per_class.values() if key in row], dtype=np.float64)
@@ -72,27 +77,28 @@ def summarize_per_class(values: np.ndarray, class_names: Sequence[str]) -> dict[
     Args:
         values: array-like ``[n_cases, n_classes]`` of per-case, per-class values (e.g. Dice in [0, 1]), such as
             ``engine.state.metric_details[name]`` of a MONAI metric handler with ``save_details=True``.
-        class_names: one name per column of ``values``, in column order; ``"Total Avg."`` is reserved.
+        class_names: one name per column of ``values``, in column order: the classes, or the measure's own
+            columns (BraTS regions, a single ``"EF"``); ``"Total Avg."`` is reserved.
 
     Returns:
         ordered dict: class name -> ``{"avg", "std", "min", "max", "n"}``, then ``"Total Avg."`` whose every
         column is the mean over the classes of that column (NaN classes skipped).
 
     Raises:
-        BundleInputError: when ``values`` is not 2-D or its column count differs from the number of names.
+        ValueError: when ``values`` is not 2-D, its column count differs from the number of names, or the names
+            are not unique or include ``"Total Avg."``.
     """
     array = np.asarray(values, dtype=np.float64)
     names = [str(n) for n in class_names]
     if array.ndim != 2:
-        raise BundleInputError(None, f"values of shape {tuple(array.shape)}", "a 2-D array [n_cases, n_classes]")
+        raise ValueError(f"values must be a 2-D array [n_cases, n_classes], got shape {tuple(array.shape)}.")
     if array.shape[1] != len(names):
-        raise BundleInputError(
-            None,
-            f"{array.shape[1]} metric columns but {len(names)} class names {names}",
-            "one class name per metric column",
+        raise ValueError(
+            f"values have {array.shape[1]} metric columns but {len(names)} class names {names} were given; "
+            "expected one name per column."
         )
     if len(set(names)) != len(names) or TOTAL_ROW in names:
-        raise BundleInputError(None, f"class names {names}", f"unique names, none of them '{TOTAL_ROW}'")
+        raise ValueError(f"class names must be unique and none of them '{TOTAL_ROW}', got {names}.")
     summary = {name: _class_row(array[:, i]) for i, name in enumerate(names)}
     summary[TOTAL_ROW] = total_row(summary)
     return summary

@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 
-from common.data.errors import BundleInputError
 from common.metrics.summary import TOTAL_ROW, format_table, summarize_per_class, total_row
 
 # Roth et al., Table 2 (testing, n=37): class -> (Avg., Std., Min., Max.) in %.
@@ -36,7 +35,7 @@ TABLE_1_TOTAL = (89.4, 6.4, 42.2, 95.9)
 
 
 def _rows(table):
-    return {k: dict(zip(("avg", "std", "min", "max"), v)) for k, v in table.items()}
+    return {k: dict(zip(("avg", "std", "min", "max"), v, strict=True)) for k, v in table.items()}
 
 
 def test_summary_hand_computed_with_nan():
@@ -99,10 +98,18 @@ def test_format_table_paper_layout():
     [
         (np.zeros((3, 2)), ["a"], "2 metric columns but 1 class names"),
         (np.zeros(3), ["a"], "2-D array"),
-        (np.zeros((3, 2)), ["a", "a"], "unique names"),
-        (np.zeros((3, 1)), [TOTAL_ROW], "unique names"),
+        (np.zeros((3, 2)), ["a", "a"], "must be unique"),
+        (np.zeros((3, 1)), [TOTAL_ROW], "none of them .Total Avg.."),
     ],
 )
 def test_bad_input(values, names, match):
-    with pytest.raises(BundleInputError, match=match):
+    """A wrong call is a programming mistake: a plain ValueError, as in MONAI, not the bad-input BundleInputError."""
+    with pytest.raises(ValueError, match=match) as info:
         summarize_per_class(values, names)
+    assert type(info.value) is ValueError
+
+
+def test_total_row_of_no_class():
+    with pytest.raises(ValueError, match="at least one class row") as info:
+        total_row({})
+    assert type(info.value) is ValueError
