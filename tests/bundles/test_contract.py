@@ -31,6 +31,7 @@ REQUIRED_FILES = [
     "configs/logging.conf",
     "configs/demo.json",
     "docs/README.md",
+    "docs/data_license.txt",
 ]
 TOP_LEVEL_IDS = ["imports", "bundle_root", "device", "dataset_dir", "output_dir", "ckpt_dir", "network_def", "network"]
 TRAIN_IDS = ["loss", "optimizer"]
