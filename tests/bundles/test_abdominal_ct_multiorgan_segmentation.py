@@ -394,7 +394,12 @@ def test_multi_gpu_config_runs_under_torchrun_on_cpu(tiny_phantoms, tmp_path):
         "-m", "monai.bundle", "run", "--config_file", repr(configs), "--logging_file", LOGGING, *args,
     ]  # fmt: skip
     result = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
+        cmd,
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stderr[-4000:]
     ranks = [torch.load(probe / f"rank{r}.pt", map_location="cpu", weights_only=True) for r in (0, 1)]

@@ -54,7 +54,13 @@ def run_in_export(export: Path, *args: str, timeout: int = 600) -> subprocess.Co
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["OMP_NUM_THREADS"] = "1"
     result = subprocess.run(
-        [sys.executable, *args], cwd=export, env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, *args],
+        cwd=export,
+        env=env,
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=timeout,
     )
     assert result.returncode == 0, (
         f"{' '.join(args)} failed in {export}:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"

@@ -484,7 +484,7 @@ def test_command_line_make(tmp_path):
         "--spacing",
         "[12,12,15]",
     ]
-    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, encoding="utf-8", errors="replace", timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == str(out / "dataset.json")
     d = json.loads((out / "dataset.json").read_text())
@@ -509,7 +509,9 @@ def test_command_line_reports_bad_input(tmp_path):
 
 def test_command_line_exit_status(tmp_path):
     cmd = [sys.executable, "-m", "common.phantoms", "make", "--task", "nope", "--out_dir", str(tmp_path / "z")]
-    result = subprocess.run([*cmd, "--n_cases", "1"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [*cmd, "--n_cases", "1"], cwd=REPO, capture_output=True, encoding="utf-8", errors="replace", timeout=120
+    )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error: unknown phantom task 'nope'")
 

@@ -185,7 +185,8 @@ def test_command_line(abdominal_copy):
         ],
         cwd=REPO,
         capture_output=True,
-        text=True,
+        encoding="utf-8",
+        errors="replace",
         timeout=300,
         check=False,
     )
