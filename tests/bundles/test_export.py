@@ -193,6 +193,34 @@ def test_zoo_checks_from_the_export(bundle, exported, tmp_path):
 
 
 @pytest.mark.slow
+def test_export_runs_its_demo(bundle, exported, tmp_path):
+    """The demo travels with the export: ``monai.bundle run`` of train.json + demo.json from the export's folder
+    makes its phantom data with the export's own generator and trains (one tiny epoch here)."""
+    _, export, _ = exported(bundle)
+    overrides = {
+        "dataset_dir": str(tmp_path / "data"),
+        "ckpt_dir": str(tmp_path / "models"),
+        "output_dir": str(tmp_path / "eval"),
+        "phantom_n_train": 4,
+        "phantom_n_validation": 1,
+        "phantom_n_test": 1,
+        "train#trainer#max_epochs": 1,
+        "train#trainer#epoch_length": 1,
+        "val_interval": 1,
+        "num_workers": 0,
+    }
+    args = [f"--{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in overrides.items()]
+    run_in_export(
+        export, "-m", "monai.bundle", "run", "--config_file", "['configs/train.json','configs/demo.json']",
+        "--logging_file", "configs/logging.conf", *args,
+    )  # fmt: skip
+    assert (tmp_path / "data" / "dataset.json").is_file()
+    state = torch.load(tmp_path / "models" / "model_final.pt", map_location="cpu", weights_only=True)
+    net = demo_parser(bundle, "train.json").get_parsed_content("network_def")
+    net.load_state_dict(state)  # the demo's network, trained from the export
+
+
+@pytest.mark.slow
 def test_export_infers_like_the_repository(bundle, exported, tmp_path):
     """The same phantom image and weights: the export's label map equals the in-repo one voxel for voxel."""
     _, export, weights = exported(bundle)
