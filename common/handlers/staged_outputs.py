@@ -42,6 +42,7 @@ class StagedOutputs:
                 f"staging_dir must not contain output_dir (a run starts by emptying staging_dir), got staging_dir "
                 f"{self.staging_dir} and output_dir {self.output_dir}."
             )
+        self._discarded = False
 
     def attach(self, engine: Engine) -> None:
         """Register :py:meth:`start`, :py:meth:`commit` and :py:meth:`discard` on the engine's events.
@@ -61,6 +62,7 @@ class StagedOutputs:
         """
         shutil.rmtree(self.staging_dir, ignore_errors=True)
         self.staging_dir.mkdir(parents=True)
+        self._discarded = False
 
     def commit(self, engine: Engine | None = None) -> list[Path]:
         """Move every staged file into ``output_dir`` (``os.replace``: each file appears whole).
@@ -89,6 +91,8 @@ class StagedOutputs:
             e: the run's exception, re-raised unchanged.
         """
         shutil.rmtree(self.staging_dir, ignore_errors=True)
-        logger.error("run failed: nothing was written to %s", self.output_dir)
+        if not self._discarded:  # Ignite fires EXCEPTION_RAISED twice for an error inside an iteration: say it once
+            logger.error("run failed: nothing was written to %s", self.output_dir)
+            self._discarded = True
         if e is not None:
             raise e

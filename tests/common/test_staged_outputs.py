@@ -55,3 +55,17 @@ def test_staging_dir_holding_output_dir_is_refused(tmp_path):
     with pytest.raises(ValueError, match="staging_dir must not contain output_dir"):
         StagedOutputs(tmp_path, tmp_path / "out")
     StagedOutputs(tmp_path / "out" / ".partial", tmp_path / "out")  # the documented layout is fine
+
+
+def test_a_failed_run_is_reported_once(tmp_path, caplog):
+    """Ignite fires EXCEPTION_RAISED twice for an error inside an iteration; the user reads one line."""
+    from ignite.engine import Engine
+
+    def step(engine, batch):
+        raise ValueError("bad case")
+
+    engine = Engine(step)
+    StagedOutputs(tmp_path / "out" / ".partial", tmp_path / "out").attach(engine)
+    with caplog.at_level("ERROR"), pytest.raises(ValueError, match="bad case"):
+        engine.run([0], max_epochs=1)
+    assert [r.getMessage() for r in caplog.records].count(f"run failed: nothing was written to {tmp_path / 'out'}") == 1
