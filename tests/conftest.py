@@ -1,4 +1,4 @@
-"""Shared fixtures: the repository root on sys.path, the bundle list, the schema folder."""
+"""Shared fixtures: the repository root on sys.path, the bundle list, the schema folder, hypothesis's settings."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLES = sorted(p for p in (ROOT / "bundles").iterdir() if (p / "configs").is_dir())
@@ -16,6 +17,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 # bundle configs use paths relative to the repository root, as the README's commands do
 os.chdir(ROOT)
+
+# property tests (hypothesis): the same examples on every run and machine ("ci", the default), no per-example
+# deadline (CPU time on shared runners varies); HYPOTHESIS_PROFILE=dev explores with fresh random examples
+settings.register_profile("ci", derandomize=True, deadline=None, max_examples=25, database=None, print_blob=True)
+settings.register_profile("dev", deadline=None, max_examples=300, database=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(params=[b.name for b in BUNDLES])

@@ -10,14 +10,39 @@ Modules, MONAI's way (plain functions apart from the dictionary transforms that 
 - ``datalist``: MSD-style datalists (:py:func:`load_datalist`) and the up-front header check
   (:py:func:`preflight_check`).
 - ``inputs``: listing inference inputs; ``writers``: atomic writes; ``messages``: the checks' shared wording.
+- ``dicom``: one DICOM series per folder, slices evenly spaced (:py:func:`check_dicom_series`).
+- ``switches``: :py:func:`as_bool`, yes/no config switches as the command line gives them (``"true"``).
+- ``triage``: batch inference that writes the good inputs and names the bad ones (:py:class:`InputTriage`, the
+  ``skip_bad_inputs`` switch).
+- ``excepthook``: :py:func:`install_error_hook`, so a failed run's last line is its ``BundleInputError``;
+  ``show_input_error_last`` installs it when imported (from a config's ``imports``).
 """
 
-from .checks import check_channels, check_finite_values, check_label_values, check_spatial_match
-from .datalist import load_datalist, preflight_check
-from .dictionary import CheckFiniteValuesd, CheckInputd, CheckLabelValuesd, CheckShapeMatchd, LoadImageCheckedd
-from .errors import BundleInputError, find_bundle_input_error
-from .inputs import is_dicom_series_dir, list_inputs, require_file
+from .checks import (
+    check_channels,
+    check_finite_values,
+    check_foreground,
+    check_label_values,
+    check_modality,
+    check_spacing,
+    check_spatial_match,
+)
+from .datalist import load_datalist, preflight_check, preflight_partition
+from .dicom import DicomSeries, check_dicom_series
+from .dictionary import (
+    CheckFiniteValuesd,
+    CheckForegroundd,
+    CheckInputd,
+    CheckLabelValuesd,
+    CheckShapeMatchd,
+    LoadImageCheckedd,
+)
+from .errors import BundleInputError, SkippedInputsError, find_bundle_input_error
+from .excepthook import InputErrorHook, input_error_summary, install_error_hook
+from .inputs import is_dicom_series_dir, list_inputs, require_file, require_output_dir
 from .io import EXPECTED_IMAGE, NIFTI_SUFFIXES, ImageHeader, LoadImageChecked, read_image_array, read_image_header
+from .switches import as_bool
+from .triage import InputTriage, SkipBadCase
 from .writers import AtomicNibabelWriter, atomic_path
 
 __all__ = [
@@ -41,8 +66,23 @@ __all__ = [
     "check_label_values",
     "check_spatial_match",
     "find_bundle_input_error",
+    "InputErrorHook",
+    "input_error_summary",
+    "install_error_hook",
     "load_datalist",
     "preflight_check",
     "read_image_array",
     "read_image_header",
+    "CheckForegroundd",
+    "DicomSeries",
+    "InputTriage",
+    "SkipBadCase",
+    "SkippedInputsError",
+    "check_dicom_series",
+    "check_foreground",
+    "check_modality",
+    "check_spacing",
+    "preflight_partition",
+    "require_output_dir",
+    "as_bool",
 ]

@@ -23,7 +23,10 @@ from .messages import MAX_LISTED, count_noun, describe_geometry, format_allowed_
 __all__ = [
     "check_channels",
     "check_finite_values",
+    "check_foreground",
     "check_label_values",
+    "check_modality",
+    "check_spacing",
     "check_spatial_match",
     "check_stacked_files",
 ]
@@ -301,3 +304,97 @@ def check_finite_values(image, source: str) -> None:
         n_inf += int(np.count_nonzero(np.isinf(chunk)))
     if n_nan or n_inf:  # else only the float64 sum overflowed
         raise BundleInputError(source, f"{n_nan} NaN and {n_inf} infinite voxel values", "finite values in every voxel")
+
+
+def check_foreground(label, source: str, background: float = 0, ignore_value: float | None = None) -> None:
+    """Check that a label map holds at least one foreground voxel, as training on it needs.
+
+    An empty label map (every voxel background, or not annotated) teaches only background; in a Dice loss it adds a
+    case whose foreground classes are all absent. One pass over the voxels, stopping at the first chunk with
+    foreground.
+
+    Args:
+        label: the label map (numpy array or tensor; any shape).
+        source: the file named in the error.
+        background: the background label value.
+        ignore_value: a value marking voxels without annotation (e.g. 255), not foreground; ``None`` for none.
+
+    Raises:
+        BundleInputError: e.g. ``"<file>: found an empty label map (every voxel is background 0); expected at least
+            one foreground voxel (a label value other than 0) for training"``.
+    """
+    arr = convert_to_numpy(label)
+    flat = arr.reshape(-1)
+    for start in range(0, flat.size, _CHUNK):
+        chunk = flat[start : start + _CHUNK]
+        fg = chunk != background
+        if ignore_value is not None:
+            fg &= chunk != ignore_value
+        if fg.any():
+            return
+    what = f"background {format_value(background)}"
+    if ignore_value is not None:
+        what += f" or the ignore value {format_value(ignore_value)}"
+    raise BundleInputError(
+        source,
+        f"an empty label map (every voxel is {what})",
+        f"at least one foreground voxel (a label value other than {format_value(background)}) for training",
+    )
+
+
+def check_spacing(affine: np.ndarray | None, source: str, spatial_dims: int | None = None) -> None:
+    """Check that an affine gives every spatial axis a finite, positive voxel spacing.
+
+    A zero spacing (a missing header field) or a NaN puts every voxel on one plane or nowhere: ``Spacingd`` would
+    resample nonsense and the label map would land in the wrong place.
+
+    Args:
+        affine: a square ``(n + 1, n + 1)`` affine, or ``None`` (nothing to check).
+        source: the file named in the error.
+        spatial_dims: how many leading axes to check; default all ``n``.
+
+    Raises:
+        BundleInputError: e.g. ``"<file>: found voxel spacing (0.8, 0.0, 2.5) mm from its affine; expected a
+            positive, finite voxel spacing along every spatial axis"``.
+    """
+    if affine is None:
+        return
+    a = np.asarray(affine, dtype=np.float64)
+    n = a.shape[0] - 1 if spatial_dims is None else min(spatial_dims, a.shape[0] - 1)
+    spacing = np.linalg.norm(a[:n, :n], axis=0)  # NaN or infinite where a column holds one
+    finite = bool(np.all(np.isfinite(a)))
+    if finite and np.all(spacing > 0):
+        return
+    shown = tuple(round(float(s), 4) for s in spacing)
+    found = f"voxel spacing {shown} mm from its affine"
+    if not finite:
+        found = f"an affine with NaN or infinite entries (voxel spacing {shown} mm)"
+    raise BundleInputError(source, found, "a positive, finite voxel spacing along every spatial axis")
+
+
+def check_modality(
+    modality: str | None, expected: str | None, source: str, override: str = "allow_any_modality"
+) -> None:
+    """Check the modality a DICOM series declares (its Modality tag) against the bundle's.
+
+    A CT network fed an MR series gets intensities it has never seen (HU windowing turns MR into noise) and answers
+    with a confident, wrong label map.
+
+    Args:
+        modality: the series' Modality (0008,0060), e.g. ``"MR"``; ``None`` for files without one (NIfTI): passes.
+        expected: the bundle's modality (metadata ``network_data_format.inputs.image.modality``); ``None``: any.
+        source: the series folder named in the error.
+        override: the config id that lets any modality through, named in the message.
+
+    Raises:
+        BundleInputError: e.g. ``"<folder>: found a DICOM series of Modality MR; expected Modality CT, the modality
+            this bundle was trained on (to run it anyway: --allow_any_modality true)"``.
+    """
+    if modality is None or expected is None:
+        return
+    if modality.strip().upper() != expected.strip().upper():
+        raise BundleInputError(
+            source,
+            f"a DICOM series of Modality {modality.strip() or '(empty)'}",
+            f"Modality {expected}, the modality this bundle was trained on (to run it anyway: --{override} true)",
+        )

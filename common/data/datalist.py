@@ -19,13 +19,14 @@ from pathlib import Path
 from monai.data import load_decathlon_datalist
 from monai.utils import ensure_tuple
 
-from .checks import check_channels, check_spatial_match
+from .checks import check_channels, check_modality, check_spatial_match
 from .checks import check_label_values as _check_label_values  # the name is also an argument below
 from .errors import BundleInputError
 from .io import ImageHeader, _is_int, read_image_array, read_image_header, stacked_header
 from .messages import describe_reader_error
+from .switches import as_bool
 
-__all__ = ["load_datalist", "preflight_check"]
+__all__ = ["load_datalist", "preflight_check", "preflight_partition"]
 
 logger = logging.getLogger(__name__)
 
@@ -224,13 +225,16 @@ def preflight_check(
     affine_atol: float = 1e-3,
     channel_dim: int | str | None = None,
     label_ignore_value: int | None = None,
+    modality: str | None = None,
+    allow_any_modality: bool = False,
 ) -> Sequence[Mapping]:
     """Check every case of a datalist up front, from headers, and return the datalist unchanged.
 
     Meant to be called where the dataset is built (``"data": "$common.data.preflight_check(...)"``) so that a bad
     case stops the run before training starts or any inference output is written. Per case: the image is readable
-    (NIfTI header with a truncation test, DICOM series information; see :py:func:`~common.data.io.read_image_header`),
-    has ``spatial_dims`` spatial dimensions and ``n_channels`` channels; the label, when the entry has one, has
+    (NIfTI header with a truncation test and positive voxel sizes; a DICOM folder holding one series of evenly
+    spaced slices; see :py:func:`~common.data.io.read_image_header`), has ``spatial_dims`` spatial dimensions and
+    ``n_channels`` channels, and a DICOM series has the Modality ``modality``; the label, when the entry has one, has
     ``label_channels`` channels and the image's spatial shape and affine (within ``affine_atol``); with
     ``check_label_values``, the label's voxels are read and must all be in ``label_values`` (or be
     ``label_ignore_value``).
@@ -246,6 +250,9 @@ def preflight_check(
       file that differs from the others in spatial shape, channel count or affine is named;
     - 2D images: ``spatial_dims=2`` for 2D files; a bundle that cuts 2D slices from 3D volumes checks the volumes
       here (``spatial_dims=3``) and the slices with :py:class:`~common.data.dictionary.CheckInputd`.
+
+    :py:func:`preflight_partition` takes the same arguments and sorts the cases into good and bad instead of
+    stopping at the first bad one (batch inference with ``skip_bad_inputs``).
 
     Args:
         data: entries as returned by :py:func:`load_datalist` or :py:func:`~common.data.inputs.list_inputs`.
@@ -265,6 +272,11 @@ def preflight_check(
             single files, a list of files being stacked as ``LoadImage`` stacks it.
         label_ignore_value: a label value marking voxels without annotation (e.g. 255), allowed in addition to
             ``label_values`` by the label value check.
+        modality: the DICOM Modality the bundle expects of a series (e.g. ``"CT"``, metadata
+            ``network_data_format.inputs.image.modality``); ``None`` accepts any. Files without a Modality tag
+            (NIfTI) pass.
+        allow_any_modality: let a series of another modality through (logged as a warning); the config id of the
+            same name switches it on.
 
     Returns:
         ``data``, the same object, unchanged.
@@ -277,22 +289,134 @@ def preflight_check(
             without ``spatial_dims`` entries, a ``channel_dim`` that is not ``None``, ``"no_channel"`` or an int, a
             ``label_ignore_value`` among ``label_values``; or an entry without ``image_key``.
         TypeError: ``data`` is not a list of dicts, or an entry's image or label is not a path or a list of paths.
-    """  # noqa: DOC502 (the BundleInputErrors come from the checks and readers it calls; listed here on purpose)
-    if check_label_values and not label_values:
+    """  # noqa: DOC502 (the errors come from the argument and entry checks it calls; listed here on purpose)
+    options = _check_options(**_options(locals()))
+    _check_data(data, image_key, label_key)
+    for entry in data:
+        _check_case(entry, **options)
+    logger.info(
+        "preflight_check: %d cases passed (%s%s)",
+        len(data),
+        "headers" if not check_label_values else "headers and label values",
+        "" if n_channels is None else f", {n_channels} {channel_name}",
+    )
+    return data
+
+
+def preflight_partition(
+    data: Sequence[Mapping], **kwargs
+) -> tuple[list[Mapping], list[tuple[Mapping, BundleInputError]]]:
+    """Sort the cases of a datalist into good and bad with the checks of :py:func:`preflight_check`.
+
+    For batch inference that runs the good cases and reports the bad ones (``skip_bad_inputs``): each bad case is
+    logged as a warning, naming its file.
+
+    Args:
+        data: entries as for :py:func:`preflight_check`.
+        kwargs: the keyword arguments of :py:func:`preflight_check`.
+
+    Returns:
+        the good entries (the same objects, in order), and each bad entry with its error.
+
+    Raises:
+        ValueError: a bad argument, as for :py:func:`preflight_check`.
+        TypeError: ``data`` is not a list of dicts, or an entry's image or label is not a path or a list of paths.
+    """  # noqa: DOC502 (the errors come from the argument and entry checks it calls; listed here on purpose)
+    options = _check_options(**{**_options({}), **kwargs})
+    _check_data(data, options["image_key"], options["label_key"])
+    good, bad = [], []
+    for entry in data:
+        try:
+            _check_case(entry, **options)
+        except BundleInputError as e:
+            logger.warning("bad input, skipped: %s", e)
+            bad.append((entry, e))
+        else:
+            good.append(entry)
+    logger.info("preflight_partition: %d good, %d bad of %d cases", len(good), len(bad), len(data))
+    return good, bad
+
+
+_DEFAULTS = {
+    "image_key": "image",
+    "label_key": "label",
+    "n_channels": None,
+    "spatial_dims": 3,
+    "label_values": None,
+    "check_label_values": False,
+    "channel_name": "channels",
+    "label_channels": 1,
+    "min_spatial_size": None,
+    "affine_atol": 1e-3,
+    "channel_dim": None,
+    "label_ignore_value": None,
+    "modality": None,
+    "allow_any_modality": False,
+}
+
+
+def _options(given: Mapping) -> dict:
+    """The preflight options: ``given``'s values for the known names, the defaults for the rest.
+
+    Args:
+        given: e.g. ``locals()`` of :py:func:`preflight_check`.
+
+    Returns:
+        one value per option name.
+    """
+    return {k: given.get(k, v) for k, v in _DEFAULTS.items()}
+
+
+def _check_options(**options) -> dict:
+    """Check the preflight options (programming mistakes, not bad input).
+
+    Args:
+        options: the options, as named in :py:func:`preflight_check`.
+
+    Returns:
+        ``options``.
+
+    Raises:
+        ValueError: a bad value, as listed in :py:func:`preflight_check`.
+        TypeError: an unknown option.
+    """
+    unknown = sorted(set(options) - set(_DEFAULTS))
+    if unknown:
+        raise TypeError(f"unknown preflight_check arguments {unknown}; known: {sorted(_DEFAULTS)}.")
+    label_values, spatial_dims = options["label_values"], options["spatial_dims"]
+    if options["check_label_values"] and not label_values:
         raise ValueError("check_label_values=True needs label_values, e.g. label_values=range(8).")
     if spatial_dims < 1:
         raise ValueError(f"spatial_dims must be a positive int, got {spatial_dims}.")
-    for name, value in (("n_channels", n_channels), ("label_channels", label_channels)):
-        if value is not None and value < 1:
-            raise ValueError(f"{name} must be None or a positive int, got {value}.")
-    if not affine_atol >= 0:
-        raise ValueError(f"affine_atol must be >= 0, got {affine_atol}.")
-    if not (min_spatial_size is None or isinstance(min_spatial_size, int) or len(min_spatial_size) == spatial_dims):
-        raise ValueError(f"min_spatial_size must have {spatial_dims} entries (spatial_dims), got {min_spatial_size}.")
+    for name in ("n_channels", "label_channels"):
+        if options[name] is not None and options[name] < 1:
+            raise ValueError(f"{name} must be None or a positive int, got {options[name]}.")
+    if not options["affine_atol"] >= 0:
+        raise ValueError(f"affine_atol must be >= 0, got {options['affine_atol']}.")
+    minimum = options["min_spatial_size"]
+    if not (minimum is None or isinstance(minimum, int) or len(minimum) == spatial_dims):
+        raise ValueError(f"min_spatial_size must have {spatial_dims} entries (spatial_dims), got {minimum}.")
+    channel_dim = options["channel_dim"]
     if not (channel_dim is None or channel_dim == "no_channel" or _is_int(channel_dim)):
         raise ValueError(f"channel_dim must be None, 'no_channel' or an int axis of the file, got {channel_dim!r}.")
-    if label_ignore_value is not None and label_values is not None and label_ignore_value in list(label_values):
-        raise ValueError(f"label_ignore_value {label_ignore_value} is also one of label_values {list(label_values)}.")
+    ignore = options["label_ignore_value"]
+    if ignore is not None and label_values is not None and ignore in list(label_values):
+        raise ValueError(f"label_ignore_value {ignore} is also one of label_values {list(label_values)}.")
+    return options
+
+
+def _check_data(data, image_key: str, label_key: str | None) -> None:
+    """Check the datalist's structure (programming mistakes: the datalist readers guarantee it for users' files).
+
+    Args:
+        data: the entries.
+        image_key: key of the image path(s).
+        label_key: key of the label path, or ``None``.
+
+    Raises:
+        TypeError: ``data`` is not a list of dicts, or an entry's image or label is not a path or a list of paths.
+        ValueError: an entry without ``image_key``.
+    """
     if isinstance(data, (str, Mapping)) or not isinstance(data, Sequence):
         raise TypeError(f"data must be a list of dicts (a datalist), got {type(data).__name__}.")
     for i, entry in enumerate(data):
@@ -306,30 +430,44 @@ def preflight_check(
         for key in (image_key, label_key):
             if key in entry and not _is_path_or_paths(entry[key]):
                 raise TypeError(f"data entry {i} {key!r} must be a path or a list of paths, got {entry[key]!r}.")
-        image = _entry_header(entry[image_key], channel_dim)
-        check_channels(image.shape, image.path, n_channels, spatial_dims, channel_name, min_spatial_size)
-        if label_key is None or label_key not in entry:
-            continue
-        label = _entry_header(entry[label_key], channel_dim)
-        check_channels(label.shape, label.path, label_channels, spatial_dims)
-        check_spatial_match(
-            label.shape,
-            label.affine,
-            label.path,
-            image.shape,
-            image.affine,
-            image.path,
-            affine_atol,
-            name=label_key,
-            ref_name=image_key,
-        )
-        if check_label_values:
-            for p in _paths(entry[label_key]):
-                _check_label_values(read_image_array(p), label_values, p, label_ignore_value)
-    logger.info(
-        "preflight_check: %d cases passed (%s%s)",
-        len(data),
-        "headers" if not check_label_values else "headers and label values",
-        "" if n_channels is None else f", {n_channels} {channel_name}",
+
+
+def _check_case(entry: Mapping, **o) -> None:
+    """Check one case from headers (and the label's voxels with ``check_label_values``).
+
+    Args:
+        entry: the case.
+        o: the options of :py:func:`preflight_check`.
+
+    Raises:
+        BundleInputError: the case is bad, naming its file.
+    """  # noqa: DOC502 (raised by the checks and readers it calls)
+    image = _entry_header(entry[o["image_key"]], o["channel_dim"])
+    check_channels(
+        image.shape, image.path, o["n_channels"], o["spatial_dims"], o["channel_name"], o["min_spatial_size"]
     )
-    return data
+    if as_bool(o["allow_any_modality"], "allow_any_modality"):
+        if image.modality is not None and o["modality"] is not None and image.modality != o["modality"]:
+            logger.warning("%s: a %s series, run by a %s bundle (allow_any_modality)", image.path, image.modality,
+                           o["modality"])  # fmt: skip
+    else:
+        check_modality(image.modality, o["modality"], image.path)
+    label_key = o["label_key"]
+    if label_key is None or label_key not in entry:
+        return
+    label = _entry_header(entry[label_key], o["channel_dim"])
+    check_channels(label.shape, label.path, o["label_channels"], o["spatial_dims"])
+    check_spatial_match(
+        label.shape,
+        label.affine,
+        label.path,
+        image.shape,
+        image.affine,
+        image.path,
+        o["affine_atol"],
+        name=label_key,
+        ref_name=o["image_key"],
+    )
+    if o["check_label_values"]:
+        for p in _paths(entry[label_key]):
+            _check_label_values(read_image_array(p), o["label_values"], p, o["label_ignore_value"])

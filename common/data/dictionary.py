@@ -19,10 +19,17 @@ from monai.data import MetaTensor
 from monai.transforms import LoadImaged, MapTransform
 from monai.utils import convert_to_numpy
 
-from .checks import check_channels, check_finite_values, check_label_values, check_spatial_match
+from .checks import check_channels, check_finite_values, check_foreground, check_label_values, check_spatial_match
 from .io import LoadImageChecked
 
-__all__ = ["CheckFiniteValuesd", "CheckInputd", "CheckLabelValuesd", "CheckShapeMatchd", "LoadImageCheckedd"]
+__all__ = [
+    "CheckFiniteValuesd",
+    "CheckForegroundd",
+    "CheckInputd",
+    "CheckLabelValuesd",
+    "CheckShapeMatchd",
+    "LoadImageCheckedd",
+]
 
 
 def _source(data: Mapping, key: Hashable) -> str:
@@ -316,4 +323,48 @@ class CheckFiniteValuesd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             check_finite_values(d[key], _source(d, key))
+        return d
+
+
+class CheckForegroundd(MapTransform):
+    """Check that each key's label map holds at least one foreground voxel, for training.
+
+    Put it in the training chain only: an empty reference is a legitimate evaluation case (an organ that was removed)
+    but teaches a segmentation network nothing except background. One pass that stops at the first foreground chunk
+    (see :py:func:`~common.data.checks.check_foreground`).
+
+    Args:
+        keys: keys of the label maps.
+        background: the background label value.
+        ignore_value: a value marking voxels without annotation (e.g. 255), not foreground; ``None`` for none.
+        allow_missing_keys: don't raise an exception if a key is missing.
+
+    Raises:
+        BundleInputError: when called, e.g. ``"<file>: found an empty label map (every voxel is background 0);
+            expected at least one foreground voxel (a label value other than 0) for training"``.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = "label",
+        background: int = 0,
+        ignore_value: int | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.background = background
+        self.ignore_value = ignore_value
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        """Check every key; see the class docstring.
+
+        Args:
+            data: the data dictionary, label maps under the keys.
+
+        Returns:
+            a shallow copy of ``data``; the label maps are the same objects.
+        """
+        d = dict(data)
+        for key in self.key_iterator(d):
+            check_foreground(d[key], _source(d, key), self.background, self.ignore_value)
         return d

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from os import PathLike
 
-__all__ = ["BundleInputError", "find_bundle_input_error"]
+__all__ = ["BundleInputError", "SkippedInputsError", "find_bundle_input_error"]
 
 
 class BundleInputError(ValueError):
@@ -45,6 +45,41 @@ class BundleInputError(ValueError):
 
     def __reduce__(self):
         return (type(self), (self.path, self.found, self.expected))
+
+
+class SkippedInputsError(BundleInputError):
+    """The bad inputs of a batch run that skipped them (``skip_bad_inputs``), all named in one error.
+
+    Raised at the end of a run that wrote the label maps of the good inputs, so the run still fails (non-zero exit
+    status) and its last lines list every bad file with what was found and what was expected, one line each::
+
+        found 2 bad input(s) of 5, skipped (3 label map(s) written); expected each of them fixed or removed, as its
+        line says:
+          - /data/b.nii.gz: found 2 channels; expected 1 channel
+          - /data/d_series: found slice positions 9.0 ... 15.0 mm (...): a gap of 6.0 mm where ...; expected ...
+
+    Args:
+        errors: one :py:class:`BundleInputError` per bad input, in input order.
+        n_inputs: how many inputs the run was given.
+        n_written: how many label maps it wrote.
+
+    Attributes:
+        errors: the errors, one per bad input.
+    """
+
+    def __init__(self, errors: list[BundleInputError], n_inputs: int, n_written: int) -> None:
+        self.errors = list(errors)
+        self.n_inputs = n_inputs
+        self.n_written = n_written
+        listed = "".join(f"\n  - {e}" for e in self.errors)
+        super().__init__(
+            None,
+            f"{len(self.errors)} bad input(s) of {n_inputs}, skipped ({n_written} label map(s) written)",
+            f"each of them fixed or removed, as its line says:{listed}",
+        )
+
+    def __reduce__(self):
+        return (type(self), (self.errors, self.n_inputs, self.n_written))
 
 
 def find_bundle_input_error(exc: BaseException | None) -> BundleInputError | None:

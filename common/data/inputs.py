@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
 from os import PathLike
 from pathlib import Path
 
 from .datalist import load_datalist
 from .errors import BundleInputError
 from .io import NIFTI_SUFFIXES
+from .messages import READ_PERMISSION, permission_denied
 
-__all__ = ["is_dicom_series_dir", "list_inputs", "require_file"]
+__all__ = ["is_dicom_series_dir", "list_inputs", "require_file", "require_output_dir"]
 
 logger = logging.getLogger(__name__)
 
@@ -18,14 +20,17 @@ logger = logging.getLogger(__name__)
 def is_dicom_series_dir(path: str | PathLike) -> bool:
     """Tell whether ``path`` is a folder holding DICOM files (``*.dcm`` or files with the ``DICM`` preamble).
 
-    Only the first 8 entries of the folder, by name, are looked at.
+    Only the first 8 entries of the folder, by name, are looked at; a file this user may not read is passed over.
 
     Args:
         path: a file or folder.
 
     Returns:
         ``True`` for a folder with such a file among its first entries, else ``False``.
-    """
+
+    Raises:
+        PermissionError: this user may not list the folder.
+    """  # noqa: DOC502 (raised by iterdir)
     path = Path(path)
     if not path.is_dir():
         return False
@@ -34,8 +39,11 @@ def is_dicom_series_dir(path: str | PathLike) -> bool:
             continue
         if f.suffix.lower() == ".dcm":
             return True
-        with open(f, "rb") as fh:
-            head = fh.read(132)
+        try:
+            with open(f, "rb") as fh:
+                head = fh.read(132)
+        except PermissionError:
+            continue  # cannot tell from this file; the preflight names it if it is listed
         if head[128:132] == b"DICM":
             return True
     return False
@@ -55,7 +63,8 @@ def list_inputs(source: str | PathLike, key: str = "test", image_key: str = "ima
         one ``{image_key: path}`` per image, in the order above.
 
     Raises:
-        BundleInputError: ``source`` does not exist, is not one of these, or holds no image.
+        BundleInputError: ``source`` does not exist, is not one of these, holds no image, or is a folder this user
+            may not read. A sub-folder this user may not read is listed as an input, so that the preflight names it.
     """
     source = Path(source)
     if not source.exists():
@@ -70,11 +79,11 @@ def list_inputs(source: str | PathLike, key: str = "test", image_key: str = "ima
     elif is_dicom_series_dir(source):
         paths = [str(source)]
     else:
-        paths = [
-            str(p)
-            for p in sorted(source.iterdir())
-            if (p.is_file() and p.name.endswith(NIFTI_SUFFIXES)) or is_dicom_series_dir(p)
-        ]
+        try:
+            entries = sorted(source.iterdir())
+        except PermissionError as e:
+            raise BundleInputError(source, permission_denied("folder", e), READ_PERMISSION) from e
+        paths = [str(p) for p in entries if (p.is_file() and p.name.endswith(NIFTI_SUFFIXES)) or _may_be_series(p)]
         if not paths:
             raise BundleInputError(
                 source, "a folder with no NIfTI file and no DICOM series", "at least one input image"
@@ -82,6 +91,22 @@ def list_inputs(source: str | PathLike, key: str = "test", image_key: str = "ima
     _check_distinct_outputs(source, paths)
     logger.info("%d input image(s) from %s", len(paths), source)
     return [{image_key: p} for p in paths]
+
+
+def _may_be_series(path: Path) -> bool:
+    """Tell whether a folder entry is (or, unreadable, may be) a DICOM series folder.
+
+    Args:
+        path: an entry of the input folder.
+
+    Returns:
+        whether it is a DICOM series folder, or a folder this user may not read (listed so the preflight names it).
+    """
+    try:
+        return is_dicom_series_dir(path)
+    except PermissionError:
+        logger.debug("%s: may not be read; listed as an input so that the preflight reports it", path)
+        return True
 
 
 def _output_stem(path: str) -> str:
@@ -137,4 +162,37 @@ def require_file(path: str | PathLike, what: str) -> str:
     """
     if not Path(path).is_file():
         raise BundleInputError(path, "no such file", what)
+    return str(path)
+
+
+def require_output_dir(path: str | PathLike, what: str = "an output folder") -> str:
+    """Check, before a run, that a folder it will write into can be created and written by this user.
+
+    Nothing is created: the folder, or its nearest existing parent, must be a folder this user may write into
+    (``os.access`` with the effective user and capabilities, so a read-only file system fails too).
+
+    Args:
+        path: the folder, e.g. a bundle's ``output_dir`` or ``ckpt_dir``.
+        what: what the folder is, in the message, e.g. ``"a checkpoint folder (ckpt_dir)"``.
+
+    Returns:
+        ``path`` as a string.
+
+    Raises:
+        BundleInputError: a file is in the way (``path`` or one of its parents is a regular file), or this user may
+            not write into the folder or its nearest existing parent.
+    """
+    target = Path(path)
+    expected = f"{what} that this user (uid {os.geteuid()}) can create and write"
+    probe = target
+    while not probe.is_dir():
+        if probe.exists() or probe.is_symlink():
+            found = "a file" if probe == target else f"a path under a file that is not a folder ({probe})"
+            raise BundleInputError(path, found, expected)
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not os.access(probe, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids):
+        where = "a folder" if probe == target else f"a path whose nearest existing folder {probe} is"
+        raise BundleInputError(path, f"{where} not writable by this user", expected)
     return str(path)

@@ -30,9 +30,10 @@ from monai.transforms import EnsureChannelFirst, LoadImage
 from monai.utils import optional_import
 from nibabel.filebasedimages import ImageFileError
 
-from .checks import check_stacked_files
+from .checks import check_spacing, check_stacked_files
+from .dicom import check_dicom_series
 from .errors import BundleInputError
-from .messages import describe_reader_error
+from .messages import EXPECTED_IMAGE, READ_PERMISSION, describe_reader_error, permission_denied
 
 itk, has_itk = optional_import("itk", allow_namespace_pkg=True)  # as monai.data.ITKReader imports it
 
@@ -49,9 +50,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-EXPECTED_IMAGE = "a NIfTI file or a DICOM series folder"
-"""What a bundle accepts as one image, as worded in every "unreadable" error."""
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -78,12 +76,14 @@ class ImageHeader:
         shape: channel-first array shape ``(C, *spatial)``.
         affine: the 4x4 RAS affine, or ``None`` when the reader gives none.
         reader: which reader described the file (``"nibabel"``, ``"itk"``, ``"monai"``).
+        modality: the DICOM Modality (0008,0060) of a series, e.g. ``"CT"``; ``None`` for other formats.
     """
 
     path: str
     shape: tuple[int, ...]
     affine: np.ndarray | None
     reader: str
+    modality: str | None = None
 
     @property
     def n_channels(self) -> int:
@@ -103,9 +103,16 @@ def unreadable(exc: BaseException) -> str:
         exc: the reader's exception.
 
     Returns:
-        ``"an unreadable file (<exception type>: <first line of its message>)"``.
+        ``"an unreadable file (<exception type>: <first line of its message>)"``, or for a ``PermissionError``
+        ``"a file that this user (uid <uid>) may not read (...)"``.
     """
+    if isinstance(exc, PermissionError):
+        return permission_denied("file", exc)
     return f"an unreadable file ({describe_reader_error(exc)})"
+
+
+def _expected_for(exc: BaseException) -> str:
+    return READ_PERMISSION if isinstance(exc, PermissionError) else EXPECTED_IMAGE
 
 
 def _is_int(value) -> bool:
@@ -222,9 +229,43 @@ def _nifti_header(path: str, channel_dim: int | str | None) -> ImageHeader:
         shape = img.shape
         affine = np.asarray(img.affine, dtype=np.float64)
     except READER_ERRORS as e:
-        raise BundleInputError(path, unreadable(e), EXPECTED_IMAGE) from e
+        raise BundleInputError(path, unreadable(e), _expected_for(e)) from e
     _check_nifti_size(path, img)
+    _check_nifti_pixdim(path, img, min(len(shape), 3))
     return ImageHeader(path, _channel_first(path, shape, min(len(shape), 3), channel_dim), affine, "nibabel")
+
+
+def _check_nifti_pixdim(path: str, img, spatial_rank: int) -> None:
+    """Refuse a NIfTI header whose voxel sizes (``pixdim``) are zero, negative or not numbers.
+
+    nibabel "fixes" such a header as it loads it (zero becomes 1 mm, a negative size its absolute value) with only a
+    log line, and MONAI then resamples with the invented spacing; the header is therefore read again here, unfixed.
+
+    Args:
+        path: the NIfTI file.
+        img: its nibabel image.
+        spatial_rank: how many spatial axes to check (``pixdim[1]`` to ``pixdim[spatial_rank]``).
+
+    Raises:
+        BundleInputError: e.g. ``"<file>: found voxel spacing (0.8, 0.0, 2.5) in its header (pixdim); expected a
+            positive voxel size in mm along every spatial axis"``.
+    """
+    header_class = type(img.header)
+    try:
+        with nib.openers.ImageOpener(path) as f:
+            raw = header_class.from_fileobj(f, check=False)
+    except READER_ERRORS as e:
+        raise BundleInputError(path, unreadable(e), _expected_for(e)) from e
+    pixdim = np.asarray(raw["pixdim"][1 : spatial_rank + 1], dtype=np.float64)
+    if np.all(np.isfinite(pixdim)) and np.all(pixdim > 0):
+        return
+    shown = tuple(float(v) if not np.isfinite(v) else round(float(v), 4) for v in pixdim)
+    raise BundleInputError(
+        path,
+        f"voxel spacing {shown} in its header (pixdim)",
+        "a positive voxel size in mm along every spatial axis (a zero, negative or missing size is a broken header: "
+        "readers would silently use 1 mm or the absolute value)",
+    )
 
 
 def _itk_affine(direction: np.ndarray, spacing: Sequence[float], origin: Sequence[float]) -> np.ndarray:
@@ -294,24 +335,17 @@ def _dicom_series_header(folder: str, channel_dim: int | str | None) -> ImageHea
         channel_dim: as for :py:func:`read_image_header`.
 
     Returns:
-        its :py:class:`ImageHeader`, named after the folder.
+        its :py:class:`ImageHeader`, named after the folder, with the series' modality.
 
     Raises:
-        BundleInputError: the folder holds no readable DICOM series.
-    """
-    names = itk.GDCMSeriesFileNames.New()
-    names.SetUseSeriesDetails(True)
-    names.AddSeriesRestriction("0008|0021")  # series date, as ITKReader does
-    names.SetDirectory(folder)
-    uids = names.GetSeriesUIDs()
-    if len(uids) < 1:
-        raise BundleInputError(folder, "a folder without a readable DICOM series", EXPECTED_IMAGE)
-    if len(uids) > 1:
-        logger.warning("%s holds %d DICOM series; the first is used, as LoadImage does", folder, len(uids))
-    files = list(names.GetFileNames(uids[0]))
+        BundleInputError: the folder holds no readable DICOM series, several series, or slices that do not make
+            one evenly spaced volume (see :py:func:`~common.data.dicom.check_dicom_series`).
+    """  # noqa: DOC502 (the BundleInputErrors come from check_dicom_series; listed here on purpose)
+    series = check_dicom_series(folder)
+    files = list(series.files)
     if len(files) == 1:
         header = _itk_io_header(files[0], channel_dim)
-        return ImageHeader(folder, header.shape, header.affine, "itk")
+        return ImageHeader(folder, header.shape, header.affine, "itk", series.modality)
     image_io = itk.GDCMImageIO.New()
     reader = itk.ImageSeriesReader[itk.Image[itk.F, 3]].New(FileNames=files, ImageIO=image_io)
     reader.UpdateOutputInformation()
@@ -319,7 +353,8 @@ def _dicom_series_header(folder: str, channel_dim: int | str | None) -> ImageHea
     size = [int(s) for s in out.GetLargestPossibleRegion().GetSize()]
     array_shape = _itk_array_shape(size, int(image_io.GetNumberOfComponents()))
     affine = _itk_affine(itk.array_from_matrix(out.GetDirection()), out.GetSpacing(), out.GetOrigin())
-    return ImageHeader(folder, _channel_first(folder, array_shape, 3, channel_dim), affine, "itk")
+    shape = _channel_first(folder, array_shape, 3, channel_dim)
+    return ImageHeader(folder, shape, affine, "itk", series.modality)
 
 
 def _loadimage_header(path: str, channel_dim: int | str | None) -> ImageHeader:
@@ -359,8 +394,9 @@ def read_image_header(path: str | PathLike, *, channel_dim: int | str | None = N
         ``EnsureChannelFirst(channel_dim=channel_dim)`` gives.
 
     Raises:
-        BundleInputError: the path does not exist, the file is unreadable or truncated, or it lacks the axis
-            ``channel_dim`` names.
+        BundleInputError: the path does not exist or this user may not read it; the file is unreadable or
+            truncated; its voxel spacing is zero, negative or missing; it lacks the axis ``channel_dim`` names; a
+            DICOM folder holds several series, or slices that do not make one evenly spaced volume.
         ValueError: ``channel_dim`` is not ``None``, ``"no_channel"`` or an int.
     """
     if not (channel_dim is None or channel_dim == "no_channel" or _is_int(channel_dim)):
@@ -368,8 +404,45 @@ def read_image_header(path: str | PathLike, *, channel_dim: int | str | None = N
     path = os.fspath(path)
     if not os.path.exists(path):
         raise BundleInputError(path, "no file or folder at this path", EXPECTED_IMAGE)
+    if os.path.isfile(path):
+        _check_readable(path)
     if os.path.isfile(path) and _is_nifti(path):
-        return _nifti_header(path, channel_dim)
+        header = _nifti_header(path, channel_dim)
+    else:
+        header = _other_header(path, channel_dim)
+    check_spacing(header.affine, path, spatial_dims=min(len(header.spatial_shape), 3))
+    return header
+
+
+def _check_readable(path: str) -> None:
+    """Open a file for reading, so that a permission problem is reported as one, not as an unreadable file.
+
+    Args:
+        path: the file.
+
+    Raises:
+        BundleInputError: this user may not read the file.
+    """
+    try:
+        with open(path, "rb"):
+            pass
+    except PermissionError as e:
+        raise BundleInputError(path, permission_denied("file", e), READ_PERMISSION) from e
+
+
+def _other_header(path: str, channel_dim: int | str | None) -> ImageHeader:
+    """Read the header of a DICOM series folder or a non-NIfTI file: ITK where it can, else ``LoadImage``.
+
+    Args:
+        path: the folder or file.
+        channel_dim: as for :py:func:`read_image_header`.
+
+    Returns:
+        its :py:class:`ImageHeader`.
+
+    Raises:
+        BundleInputError: the file or folder is bad, as found by the DICOM checks or ``LoadImage``.
+    """
     if has_itk:
         try:
             if os.path.isdir(path):
@@ -401,7 +474,7 @@ def read_image_array(path: str | PathLike) -> np.ndarray:
         try:
             return np.asanyarray(nib.load(path).dataobj)
         except READER_ERRORS as e:
-            raise BundleInputError(path, unreadable(e), EXPECTED_IMAGE) from e
+            raise BundleInputError(path, unreadable(e), _expected_for(e)) from e
     return np.asarray(LoadImageChecked(image_only=True, dtype=None)(path))
 
 
@@ -470,7 +543,7 @@ class LoadImageChecked(LoadImage):
                     raise mismatch from e
             failed = [n for n in names if n in str(e)]
             where = names[0] if len(names) == 1 else failed[0] if failed else ", ".join(names)
-            raise BundleInputError(where, unreadable(e), EXPECTED_IMAGE) from e
+            raise BundleInputError(where, unreadable(e), _expected_for(e)) from e
 
 
 def _file_names(filename) -> list[str]:

@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import numpy as np
 
 __all__ = [
+    "EXPECTED_IMAGE",
     "MAX_LISTED",
+    "READ_PERMISSION",
     "count_noun",
     "describe_geometry",
     "describe_reader_error",
     "format_allowed_values",
     "format_value",
     "format_values",
+    "permission_denied",
 ]
 
 MAX_LISTED = 10
 """Most values listed in one message."""
+
+EXPECTED_IMAGE = "a NIfTI file or a DICOM series folder"
+"""What a bundle accepts as one image, as worded in every "unreadable" error."""
+
+READ_PERMISSION = "read permission for the user running the bundle (e.g. chmod a+r, or run as the file's owner)"
+"""What a permission error expects, as worded in every "may not read" error."""
 
 
 def count_noun(n: int, plural: str) -> str:
@@ -104,3 +114,16 @@ def describe_reader_error(exc: BaseException, max_len: int = 200) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     summary = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
     return summary if len(summary) <= max_len else summary[: max_len - 3] + "..."
+
+
+def permission_denied(what: str, exc: BaseException) -> str:
+    """Describe a file or folder this user may not read, as the ``found`` part of a ``BundleInputError``.
+
+    Args:
+        what: ``"file"`` or ``"folder"``.
+        exc: the ``PermissionError``.
+
+    Returns:
+        e.g. ``"a file that this user (uid 1000) may not read (PermissionError: [Errno 13] Permission denied: ...)"``.
+    """
+    return f"a {what} that this user (uid {os.geteuid()}) may not read ({describe_reader_error(exc)})"

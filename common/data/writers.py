@@ -45,10 +45,29 @@ def atomic_path(path: str | PathLike, suffix: str = ".tmp") -> Iterator[str]:
 
 
 class AtomicNibabelWriter(NibabelWriter):
-    """MONAI's ``NibabelWriter`` writing through :func:`atomic_path`: a label map is whole or absent.
+    """MONAI's ``NibabelWriter`` writing through :func:`atomic_path`, in the input's own shape: whole or absent.
 
-    Use it as ``SaveImaged(..., writer="common.data.AtomicNibabelWriter")``.
+    Use it as ``SaveImaged(..., writer="common.data.AtomicNibabelWriter")``. A label map has exactly the spatial
+    shape of the array it is given, size-1 axes included: MONAI's writers squeeze every trailing size-1 axis
+    (``squeeze_end_dims``) and pad or cut to 3 spatial axes (``spatial_ndim``), so a one-slice input ``(X, Y, 1)``
+    came back as a 2D ``(X, Y)`` map and a 3D+time map lost its time axis. Here only a single channel is dropped;
+    several channels are written last, as MONAI writes them.
     """
+
+    def set_data_array(self, data_array, channel_dim: int | None = 0, squeeze_end_dims: bool = True, **kwargs) -> None:
+        """Keep the data channel-last with every spatial axis, dropping only a single channel.
+
+        Args:
+            data_array: the data, with its channel axis at ``channel_dim``.
+            channel_dim: the channel axis; ``None`` for data without one.
+            squeeze_end_dims: ignored (MONAI's ``SaveImage`` passes it): size-1 spatial axes are always kept.
+            kwargs: passed to ``NibabelWriter.set_data_array``; ``spatial_ndim`` defaults to ``None`` (the data's
+                own number of spatial axes).
+        """
+        kwargs.setdefault("spatial_ndim", None)
+        super().set_data_array(data_array, channel_dim=channel_dim, squeeze_end_dims=False, **kwargs)
+        if self.data_obj.shape[-1] == 1:
+            self.data_obj = self.data_obj[..., 0]
 
     def write(self, filename, verbose: bool = False, **obj_kwargs) -> None:
         """Write the data set by ``set_data_array`` / ``set_metadata`` to ``filename``, whole or not at all.

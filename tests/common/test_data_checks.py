@@ -7,6 +7,8 @@ import gzip
 import importlib
 import json
 import os
+import pickle
+import struct
 import traceback
 from pathlib import Path
 
@@ -33,6 +35,57 @@ from common.data import (
 
 SHAPE = (8, 9, 10)
 AFFINE = np.diag([0.8, 0.8, 2.5, 1.0])
+
+# --- helpers that break files as exports do (the bad-input matrix in tests/bundles/test_bad_inputs.py uses them) ---
+
+_LONG_VRS = {b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"OD", b"OL", b"UC", b"UR", b"OV", b"SV", b"UV"}
+
+
+def set_dicom_tags(path, tags: dict) -> None:
+    """Rewrite header elements of a DICOM file that ``write_dicom_series`` wrote (GDCM: Implicit VR Little Endian
+    after the explicit-VR file meta group): each ``"gggg|eeee"`` tag gets a text value, or is deleted (``None``)."""
+    raw = Path(path).read_bytes()
+    i = 132  # preamble and "DICM"
+    while struct.unpack_from("<H", raw, i)[0] == 0x0002:
+        if raw[i + 4 : i + 6] in _LONG_VRS:
+            i += 12 + struct.unpack_from("<I", raw, i + 8)[0]
+        else:
+            i += 8 + struct.unpack_from("<H", raw, i + 6)[0]
+    todo = {tuple(int(x, 16) for x in k.split("|")): v for k, v in tags.items()}
+    out = bytearray(raw[:i])
+    while i < len(raw):
+        group, element, length = struct.unpack_from("<HHI", raw, i)
+        assert length != 0xFFFFFFFF, "undefined lengths are not handled"
+        if (group, element) in todo:
+            value = todo.pop((group, element))
+            if value is not None:
+                data = value.encode("ascii")
+                data += b" " * (len(data) % 2)
+                out += struct.pack("<HHI", group, element, len(data)) + data
+        else:
+            out += raw[i : i + 8 + length]
+        i += 8 + length
+    assert all(v is None for v in todo.values()), f"tags not in {path}: {todo}"
+    Path(path).write_bytes(bytes(out))
+
+
+def nifti_with_pixdim(path, array, pixdim) -> str:
+    """A NIfTI file whose header states the voxel sizes ``pixdim`` as given (nibabel refuses to write zero or
+    negative ones, so the header bytes are patched), without qform or sform: the affine comes from pixdim."""
+    img = nib.Nifti1Image(np.asarray(array), None)
+    img.header.set_qform(None, code=0)
+    img.header.set_sform(None, code=0)
+    buffer = bytearray(img.header.binaryblock)
+    for i, v in enumerate(pixdim):
+        struct.pack_into("<f", buffer, 80 + 4 * i, v)  # pixdim[1 + i]; pixdim starts at byte 76
+    data = bytes(buffer) + b"\0" * 4 + np.asarray(array).tobytes(order="F")
+    path = str(path)
+    if path.endswith(".gz"):
+        data = gzip.compress(data)
+    Path(path).write_bytes(data)
+    return path
+
+
 UNREADABLE_EXPECTED = "a NIfTI file or a DICOM series folder"
 
 
@@ -295,19 +348,15 @@ def test_preflight_list_of_files_is_channels(tmp_path):
 
 
 def test_preflight_dicom_series(tmp_path):
-    import itk  # pinned in requirements.txt: a missing itk must fail, not skip
+    from common.phantoms import write_dicom_series
 
-    folder = tmp_path / "ct_series"
-    folder.mkdir()
-    volume = itk.image_from_array(np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6))  # (z, y, x)
-    writer = itk.ImageSeriesWriter[itk.Image[itk.SS, 3], itk.Image[itk.SS, 2]].New()
-    writer.SetInput(volume)
-    writer.SetImageIO(itk.GDCMImageIO.New())
-    writer.SetFileNames([str(folder / f"slice{i:03d}.dcm") for i in range(4)])
-    writer.Update()
+    folder = write_dicom_series(
+        np.arange(6 * 5 * 4, dtype=np.int16).reshape(6, 5, 4), np.diag([0.8, 0.9, 2.5, 1.0]), tmp_path / "ct_series"
+    )
     header = read_image_header(folder)
     loaded = LoadImageCheckedd("image", ensure_channel_first=True)({"image": str(folder)})["image"]
     assert header.shape == tuple(loaded.shape) == (1, 6, 5, 4)
+    assert header.modality == "CT"
     np.testing.assert_allclose(header.affine, loaded.affine.numpy(), atol=1e-6)
     data = [{"image": str(folder)}]
     assert preflight_check(data, n_channels=1) is data
@@ -317,6 +366,277 @@ def test_preflight_dicom_series(tmp_path):
     with pytest.raises(BundleInputError) as e:
         preflight_check([{"image": str(empty)}], n_channels=1)
     _assert_error(e, "not_dicom", "found a folder without a readable DICOM series", UNREADABLE_EXPECTED)
+
+
+def _series(folder, shape=(6, 5, 6), spacing=(0.8, 0.9, 3.0)):
+    from common.phantoms import write_dicom_series
+
+    return write_dicom_series(np.zeros(shape, np.int16), np.diag([*spacing, 1.0]), folder)
+
+
+def test_dicom_missing_slice_names_the_gap(tmp_path):
+    """ITK would read the 5 slices over 4 equal gaps of 3.75 mm: the slices after the gap 3 mm off."""
+    folder = _series(tmp_path / "ct")
+    os.remove(folder / "IM0004.dcm")  # position 9.0 mm
+    with pytest.raises(BundleInputError) as e:
+        read_image_header(folder)
+    _assert_error(e, "ct: found slice positions 6.0 ... 12.0 mm (IM0003.dcm, IM0005.dcm)")
+    _assert_error(e, "a gap of 6.0 mm where the series spacing is 3.0 mm", "expected evenly spaced slices")
+
+
+@pytest.mark.parametrize(
+    ("position", "words"),
+    [
+        ("0\\0\\10", ["slice positions 6.0 ... 10.0 mm (IM0003.dcm, IM0004.dcm): a gap of 4.0 mm"]),
+        ("0\\0\\6", ["two slices at the same position 6 mm along the slice normal (IM0003.dcm, IM0004.dcm)"]),
+        ("-2\\0\\9", ["IM0004.dcm: found a slice 2.00 mm off the line", "(IM0001.dcm) along the slice normal"]),
+    ],
+    ids=["shifted_along", "duplicated", "shifted_sideways"],
+)
+def test_dicom_misplaced_slice(tmp_path, position, words):
+    folder = _series(tmp_path / "ct")
+    set_dicom_tags(folder / "IM0004.dcm", {"0020|0032": position})
+    with pytest.raises(BundleInputError) as e:
+        read_image_header(folder)
+    _assert_error(e, *words)
+
+
+@pytest.mark.parametrize(
+    ("tags", "words"),
+    [
+        ({"0028|0030": None}, ["IM0002.dcm: found no Pixel Spacing (0028,0030)", "readers assume 1 mm"]),
+        ({"0028|0030": "0\\0.9"}, ["IM0002.dcm: found Pixel Spacing (0028,0030) '0\\\\0.9'", "two positive"]),
+        ({"0020|0032": None}, ["IM0002.dcm: found no Image Position (Patient) (0020,0032)"]),
+        ({"0020|0037": "1\\0\\0\\0\\0\\1"}, ["IM0002.dcm: found Image Orientation", "(1.0, 0.0, 0.0, 0.0, 0.0, 1.0)"]),
+    ],
+    ids=["no_pixel_spacing", "zero_pixel_spacing", "no_position", "other_orientation"],
+)
+def test_dicom_missing_or_bad_geometry_tags(tmp_path, tags, words):
+    folder = _series(tmp_path / "ct")
+    set_dicom_tags(folder / "IM0002.dcm", tags)
+    with pytest.raises(BundleInputError) as e:
+        read_image_header(folder)
+    _assert_error(e, *words)
+
+
+def test_dicom_two_series_in_one_folder(tmp_path):
+    from common.phantoms import write_dicom_series
+
+    folder = _series(tmp_path / "ct")
+    other = write_dicom_series(np.ones((6, 5, 6), np.int16), AFFINE, tmp_path / "other", series_description="arterial")
+    for f in other.iterdir():
+        f.rename(folder / f"B{f.name}")
+    with pytest.raises(BundleInputError) as e:
+        read_image_header(folder)
+    _assert_error(e, "ct: found 2 DICOM series (", "6 files, 'phantom'", "6 files, 'arterial'")
+    _assert_error(e, "expected one DICOM series per folder (move each series to a folder of its own)")
+
+
+def test_dicom_modality_and_its_override(tmp_path, caplog):
+    folder = _series(tmp_path / "mr")
+    for f in folder.iterdir():
+        set_dicom_tags(f, {"0008|0060": "MR"})
+    assert read_image_header(folder).modality == "MR"
+    data = [{"image": str(folder)}]
+    with pytest.raises(BundleInputError) as e:
+        preflight_check(data, n_channels=1, modality="CT")
+    _assert_error(e, "mr: found a DICOM series of Modality MR; expected Modality CT", "--allow_any_modality true")
+    assert preflight_check(data, n_channels=1, modality="CT", allow_any_modality=True) is data
+    assert "a MR series, run by a CT bundle (allow_any_modality)" in caplog.text
+    assert preflight_check(data, n_channels=1) is data  # no modality asked for: any
+    nifti = _ct(tmp_path / "ct.nii.gz")
+    assert read_image_header(nifti).modality is None
+    preflight_check([{"image": nifti}], n_channels=1, modality="CT")  # NIfTI has no Modality tag: passes
+
+
+def test_dicom_one_slice_keeps_its_axis(tmp_path):
+    folder = _series(tmp_path / "ct")
+    one = tmp_path / "one"
+    one.mkdir()
+    (folder / "IM0003.dcm").rename(one / "IM0003.dcm")
+    header = read_image_header(one)
+    loaded = LoadImageCheckedd("image", ensure_channel_first=True)({"image": str(one)})["image"]
+    assert header.shape == tuple(loaded.shape) == (1, 6, 5, 1)
+    np.testing.assert_allclose(header.affine, loaded.affine.numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("pixdim", "found"),
+    [((0.8, 0.0, 2.5), "(0.8, 0.0, 2.5)"), ((0.8, -0.8, 2.5), "(0.8, -0.8, 2.5)"), ((0.8, np.nan, 2.5), "nan")],
+    ids=["zero", "negative", "nan"],
+)
+def test_nifti_voxel_spacing(tmp_path, pixdim, found):
+    """nibabel would load these with 1 mm (zero) or the absolute value (negative) and only log it."""
+    path = nifti_with_pixdim(tmp_path / "spacing.nii.gz", np.zeros(SHAPE, np.float32), pixdim)
+    with pytest.raises(BundleInputError) as e:
+        read_image_header(path)
+    _assert_error(e, "spacing.nii.gz: found voxel spacing", found, "in its header (pixdim)")
+    _assert_error(e, "expected a positive voxel size in mm along every spatial axis")
+    good = nifti_with_pixdim(tmp_path / "good.nii.gz", np.zeros(SHAPE, np.float32), (0.8, 0.9, 2.5))
+    np.testing.assert_allclose(np.linalg.norm(read_image_header(good).affine[:3, :3], axis=0), (0.8, 0.9, 2.5))
+    # a 2D file: only its two axes are checked (pixdim[3] of a 2D header is often 0)
+    flat = nifti_with_pixdim(tmp_path / "flat.nii.gz", np.zeros(SHAPE[:2], np.float32), (0.8, 0.9, 0.0))
+    assert read_image_header(flat).shape == (1, 8, 9)
+
+
+def test_check_spacing_plain():
+    from common.data import check_spacing
+
+    check_spacing(np.diag([0.8, 0.8, 2.5, 1.0]), "ok.nii.gz")
+    check_spacing(None, "no_affine.png")
+    flipped = np.diag([-0.8, 0.8, 2.5, 1.0])  # a negative direction is an orientation, not a negative spacing
+    check_spacing(flipped, "flipped.nii.gz")
+    with pytest.raises(BundleInputError) as e:
+        check_spacing(np.diag([0.8, 0.0, 2.5, 1.0]), "flat.mha")
+    _assert_error(e, "flat.mha: found voxel spacing (0.8, 0.0, 2.5) mm from its affine", "expected a positive")
+    nan = np.eye(4)
+    nan[1, 3] = np.nan
+    with pytest.raises(BundleInputError) as e:
+        check_spacing(nan, "nan.mha")
+    _assert_error(e, "nan.mha: found an affine with NaN or infinite entries")
+    check_spacing(np.diag([0.8, 0.8, 0.0, 1.0]), "slice.nii.gz", spatial_dims=2)
+
+
+def test_check_foreground(tmp_path):
+    from common.data import CheckForegroundd, check_foreground
+
+    empty = np.zeros(SHAPE, np.uint8)
+    with pytest.raises(BundleInputError) as e:
+        check_foreground(empty, "empty.nii.gz")
+    _assert_error(e, "empty.nii.gz: found an empty label map (every voxel is background 0)", "for training")
+    sparse = np.full(SHAPE, 255, np.uint8)
+    sparse[0, 0, 0] = 0
+    with pytest.raises(BundleInputError) as e:
+        check_foreground(sparse, "sparse.nii.gz", ignore_value=255)
+    _assert_error(e, "every voxel is background 0 or the ignore value 255")
+    sparse[1, 1, 1] = 2
+    check_foreground(sparse, "sparse.nii.gz", ignore_value=255)
+    path = _nifti(tmp_path / "empty_label.nii.gz", empty)
+    with pytest.raises(BundleInputError) as e:
+        CheckForegroundd("label")(_load("label")({"label": path}))
+    _assert_error(e, "empty_label.nii.gz: found an empty label map")
+    good = _label(tmp_path / "label.nii.gz")
+    loaded = _load("label")({"label": good})
+    assert CheckForegroundd("label")(loaded)["label"] is loaded["label"]
+
+
+def test_preflight_partition(tmp_path):
+    from common.data import preflight_partition
+
+    label = _label(tmp_path / "label.nii.gz")
+    cases = [
+        {"image": _ct(tmp_path / "a.nii.gz"), "label": label},
+        {"image": _nifti(tmp_path / "b.nii.gz", np.zeros((*SHAPE, 2), np.float32)), "label": label},
+        {"image": _ct(tmp_path / "c.nii.gz"), "label": _label(tmp_path / "short.nii.gz", shape=(8, 9, 11))},
+        {"image": _ct(tmp_path / "d.nii.gz"), "label": label},
+    ]
+    good, bad = preflight_partition(cases, n_channels=1)
+    assert good == [cases[0], cases[3]] and good[0] is cases[0]
+    assert [entry for entry, _ in bad] == [cases[1], cases[2]]
+    _assert_error(bad[0][1], "b.nii.gz: found 2 channels")
+    _assert_error(bad[1][1], "short.nii.gz: found label spatial shape (8, 9, 11)")
+    with pytest.raises(TypeError, match="unknown preflight_check arguments"):
+        preflight_partition(cases, n_channel=1)
+
+
+def test_atomic_writer_keeps_size_one_axes(tmp_path):
+    """A one-slice input comes back with its slice axis, a 3D+time map with its time axis (MONAI's writers squeeze
+    trailing size-1 axes and cut to 3 spatial axes)."""
+    from common.data import AtomicNibabelWriter
+
+    for shape in ((4, 5, 1), (1, 5, 6), (4, 5, 6, 3), (4, 5)):
+        writer = AtomicNibabelWriter(output_dtype=np.uint8)
+        data = torch.arange(int(np.prod(shape)), dtype=torch.uint8).reshape(1, *shape)
+        writer.set_data_array(data, channel_dim=0, squeeze_end_dims=True)
+        writer.set_metadata({"affine": np.eye(4), "original_affine": np.eye(4)}, resample=False)
+        out = tmp_path / f"seg_{len(shape)}_{shape[-1]}.nii.gz"
+        writer.write(out)
+        written = np.asarray(nib.load(out).dataobj)
+        assert written.shape == shape
+        np.testing.assert_array_equal(written, data[0].numpy())
+    # data without a channel axis (SaveImage passes channel_dim=None when the meta data say so)
+    writer = AtomicNibabelWriter()
+    writer.set_data_array(torch.zeros(4, 5, 1), channel_dim=None)
+    assert writer.data_obj.shape == (4, 5, 1)
+
+
+# --- skipping bad inputs in a batch run ---------------------------------------------------------------------------
+
+
+def test_input_triage_without_skipping_stops_at_the_first_bad_case(tmp_path):
+    from common.data import InputTriage
+
+    cases = [{"image": _ct(tmp_path / "a.nii.gz")}, {"image": _random_bytes(tmp_path / "b.nii.gz")}]
+    triage = InputTriage()
+    with pytest.raises(BundleInputError) as e:
+        triage.check(cases, label_key=None, n_channels=1)
+    _assert_error(e, "b.nii.gz: found an unreadable file")
+    chain = Compose([LoadImageCheckedd("image")])
+    assert triage.guard(chain) is chain
+    triage.raise_if_any()  # nothing recorded
+
+
+def test_input_triage_skips_and_names_every_bad_case(tmp_path):
+    from common.data import InputTriage, SkippedInputsError
+    from common.data.triage import BAD_INPUT_KEYS, is_bad_input_batch
+
+    nan = np.zeros(SHAPE, np.float32)
+    nan[0, 0, 0] = np.nan
+    cases = [
+        {"image": _ct(tmp_path / "a.nii.gz")},
+        {"image": _random_bytes(tmp_path / "b.nii.gz")},
+        {"image": _nifti(tmp_path / "c.nii.gz", nan)},
+    ]
+    triage = InputTriage(skip_bad_inputs=True)
+    good = triage.check(cases, label_key=None, n_channels=1)
+    assert good == [cases[0], cases[2]]
+    chain = triage.guard(Compose([LoadImageCheckedd("image"), CheckFiniteValuesd("image")]))
+    loaded = [chain(dict(c)) for c in good]
+    assert tuple(loaded[0]["image"].shape) == SHAPE
+    assert not is_bad_input_batch(loaded[0]) and is_bad_input_batch(loaded[1])
+    assert loaded[1]["bad_input"].endswith("c.nii.gz") and "1 NaN" in loaded[1]["bad_input_found"]
+    batch = next(iter(DataLoader(Dataset([cases[2]], chain), batch_size=1)))  # collates into a batch of strings
+    assert list(batch) == list(BAD_INPUT_KEYS)
+    assert triage.iteration(None, batch) == {}
+    with pytest.raises(SkippedInputsError) as e:
+        triage.raise_if_any()
+    err = e.value
+    assert isinstance(err, BundleInputError) and len(err.errors) == 2
+    assert "found 2 bad input(s) of 3, skipped (1 label map(s) written); expected each of them fixed" in str(err)
+    lines = str(err).splitlines()
+    assert lines[1].startswith("  - ") and "b.nii.gz: found an unreadable file" in lines[1]
+    assert "c.nii.gz: found 1 NaN and 0 infinite voxel values" in lines[2]
+    again = pickle.loads(pickle.dumps(err))
+    assert str(again) == str(err) and [str(x) for x in again.errors] == [str(x) for x in err.errors]
+
+
+def test_input_triage_errors_that_are_not_bad_input_propagate(tmp_path):
+    from common.data import InputTriage
+
+    def crash(data):
+        raise MemoryError("out of memory")
+
+    chain = InputTriage(skip_bad_inputs=True).guard(crash)
+    with pytest.raises(MemoryError):
+        chain({"image": "a.nii.gz"})
+
+
+def test_switches_from_the_command_line():
+    from common.data import InputTriage, as_bool
+
+    assert [as_bool(v, "x") for v in (True, "true", "True", "yes", "1", 1)] == [True] * 6
+    assert [as_bool(v, "x") for v in (False, "false", "FALSE", "no", "0", 0)] == [False] * 6
+    assert InputTriage(skip_bad_inputs="false").skip_bad_inputs is False  # bool("false") would be True
+    with pytest.raises(ValueError, match="skip_bad_inputs must be true or false"):
+        InputTriage(skip_bad_inputs="sometimes")
+
+
+def test_input_triage_with_nothing_good(tmp_path):
+    from common.data import InputTriage, SkippedInputsError
+
+    with pytest.raises(SkippedInputsError) as e:
+        InputTriage(skip_bad_inputs=True).check([{"image": _random_bytes(tmp_path / "b.nii.gz")}], n_channels=1)
+    assert "1 bad input(s) of 1, skipped (0 label map(s) written)" in str(e.value)
 
 
 # --- transforms ---------------------------------------------------------------------------------------------------
@@ -568,6 +888,21 @@ def test_public_names_and_their_modules():
         "preflight_check": "datalist",
         "read_image_array": "io",
         "read_image_header": "io",
+        "InputErrorHook": "excepthook",
+        "input_error_summary": "excepthook",
+        "install_error_hook": "excepthook",
+        "CheckForegroundd": "dictionary",
+        "DicomSeries": "dicom",
+        "InputTriage": "triage",
+        "SkipBadCase": "triage",
+        "SkippedInputsError": "errors",
+        "check_dicom_series": "dicom",
+        "check_foreground": "checks",
+        "check_modality": "checks",
+        "check_spacing": "checks",
+        "preflight_partition": "datalist",
+        "require_output_dir": "inputs",
+        "as_bool": "switches",
     }
     assert sorted(common.data.__all__) == sorted(homes)
     for name, module in homes.items():
