@@ -540,6 +540,79 @@ def test_inference_preprocessing_matches_training(bundle, overlays):
     assert mismatch is None, mismatch
 
 
+# ----------------------------------------------------------------------- resume, seed, non-finite loss guard
+
+CHECKPOINT_HANDLER = "common.handlers.TrainingCheckpoint"
+NON_FINITE_HANDLER = "common.handlers.StopOnNonFinite"
+DETERMINISM_CONFIGS = ("train.json", "evaluate.json", "multi_gpu_train.json")
+
+
+def resume_problems(configs: Path) -> list[str]:
+    """train.json resumes with one switch and keeps everything a resumed run needs.
+
+    Top-level ``resume`` (default false) and ``checkpoint_interval``; exactly one ``TrainingCheckpoint`` in
+    ``train#handlers``, on every rank, taking ``@resume`` and ``@checkpoint_interval``, saving the network, the
+    optimizer and (when train.json has one) the learning-rate scheduler, and keeping the validator's best metric and
+    its key-metric savers; a ``StopOnNonFinite`` guard; no trainer ``CheckpointSaver`` with ``save_final`` (it would
+    also save the final model when the run fails, e.g. with NaN weights: TrainingCheckpoint writes it on completion).
+    """
+    train = json.loads((configs / "train.json").read_text(encoding="utf-8"))
+    problems = []
+    if train.get("resume", None) is not False:
+        problems.append(f"train.json: top-level resume must exist and be false, got {train.get('resume')!r}")
+    if "checkpoint_interval" not in train:
+        problems.append("train.json: no top-level checkpoint_interval")
+    handlers = [h for h in train.get("train", {}).get("handlers", []) if isinstance(h, dict)]
+    found = [h for h in handlers if h.get("_target_") == CHECKPOINT_HANDLER]
+    if len(found) != 1:
+        problems.append(f"train#handlers has {len(found)} {CHECKPOINT_HANDLER}, expected 1")
+    else:
+        handler = found[0]
+        expected = {
+            "resume": "@resume",
+            "interval": "@checkpoint_interval",
+            "validator": "@validate#evaluator",
+            "validator_handlers": "@validate#handlers",
+        }
+        for arg, ref in expected.items():
+            if handler.get(arg) != ref:
+                problems.append(f"train#handlers {CHECKPOINT_HANDLER}: {arg} is {handler.get(arg)!r}, not {ref!r}")
+        saved = list(handler.get("save_dict", {}).values())
+        for ref in ["@network", "@optimizer"] + (["@lr_scheduler"] if "lr_scheduler" in train else []):
+            if ref not in saved:
+                problems.append(f"train#handlers {CHECKPOINT_HANDLER}: save_dict lacks {ref} ({saved})")
+        if "_disabled_" in handler:
+            problems.append(f"train#handlers {CHECKPOINT_HANDLER} must run on every rank (no _disabled_)")
+    if not any(h.get("_target_") == NON_FINITE_HANDLER for h in handlers):
+        problems.append(f"train#handlers has no {NON_FINITE_HANDLER}")
+    if any(h.get("_target_") == "CheckpointSaver" and h.get("save_final") for h in handlers):
+        problems.append("train#handlers has a CheckpointSaver with save_final (it also saves when the run fails)")
+    return problems
+
+
+def seed_problems(configs: Path) -> list[str]:
+    """A top-level integer ``seed`` in train.json, and every ``set_determinism`` of train.json and of the overlays
+    that set determinism takes its seed from ``@seed``."""
+    problems = []
+    seed = json.loads((configs / "train.json").read_text(encoding="utf-8")).get("seed")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        problems.append(f"train.json: top-level seed must be an integer, got {seed!r}")
+    for name in DETERMINISM_CONFIGS:
+        cfg = json.loads((configs / name).read_text(encoding="utf-8"))
+        calls = [e for e in cfg.get("initialize", []) if isinstance(e, str) and "set_determinism(" in e]
+        if name == "train.json" and not calls:
+            problems.append("train.json: initialize does not call monai.utils.set_determinism")
+        for call in calls:
+            if not re.search(r"set_determinism\(\s*seed\s*=\s*@seed\b", call):
+                problems.append(f"{name}: {call!r} does not take its seed from @seed")
+    return problems
+
+
+def test_train_resumes_and_seeds_from_config_ids(bundle):
+    problems = resume_problems(bundle / "configs") + seed_problems(bundle / "configs")
+    assert not problems, "\n".join(problems)
+
+
 # ---------------------------------------------------------------- the checks above fail on broken configs
 
 
@@ -662,6 +735,50 @@ def test_negative_channel_count_bundle_root_and_sync_bn_are_caught(bundle, tmp_p
     edit(configs / "multi_gpu_train.json", lambda cfg: cfg.update(ddp_network_def="@network_def"))
     problems = sync_batchnorm_problems(configs)
     assert len(problems) == 1 and "keeps plain batch norm" in problems[0], problems
+
+
+def test_negative_resume_and_seed_breaks_are_caught(bundle, tmp_path):
+    configs = broken_copy(bundle, tmp_path)
+
+    def handler(cfg: dict) -> dict:
+        return next(h for h in cfg["train"]["handlers"] if h.get("_target_") == CHECKPOINT_HANDLER)
+
+    def break_resume(cfg: dict) -> None:
+        cfg.pop("resume")
+        cfg["lr_scheduler"] = {"_target_": "torch.optim.lr_scheduler.StepLR", "optimizer": "@optimizer", "step_size": 1}
+        handler(cfg)["save_dict"].pop("optimizer")
+        handler(cfg)["resume"] = True
+        handler(cfg)["_disabled_"] = "@is_not_rank0"
+        cfg["train"]["handlers"] = [h for h in cfg["train"]["handlers"] if h.get("_target_") != NON_FINITE_HANDLER]
+        cfg["train"]["handlers"].append({"_target_": "CheckpointSaver", "save_final": True})
+
+    edit(configs / "train.json", break_resume)
+    problems = "\n".join(resume_problems(configs))
+    for words in (
+        "top-level resume must exist and be false, got None",
+        "resume is True, not '@resume'",
+        "save_dict lacks @optimizer",
+        "save_dict lacks @lr_scheduler",
+        "must run on every rank",
+        f"no {NON_FINITE_HANDLER}",
+        "CheckpointSaver with save_final",
+    ):
+        assert words in problems, (words, problems)
+    edit(configs / "train.json", lambda cfg: cfg["train"]["handlers"].remove(handler(cfg)))
+    assert f"train#handlers has 0 {CHECKPOINT_HANDLER}, expected 1" in resume_problems(configs)
+
+    def break_seed(cfg: dict) -> None:
+        cfg["seed"] = "0"
+        cfg["initialize"] = [e for e in cfg["initialize"] if "set_determinism" not in e]
+
+    edit(configs / "train.json", break_seed)
+    edit(configs / "evaluate.json", lambda cfg: cfg.update(initialize=["$monai.utils.set_determinism(seed=0)"]))
+    problems = seed_problems(configs)
+    assert problems == [
+        "train.json: top-level seed must be an integer, got '0'",
+        "train.json: initialize does not call monai.utils.set_determinism",
+        "evaluate.json: '$monai.utils.set_determinism(seed=0)' does not take its seed from @seed",
+    ], problems
 
 
 def test_demo_overlay_applies_to_inference(bundle):
