@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,3 +30,13 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 def bundle(request) -> Path:
     """Each bundle folder, relative to the repository root."""
     return Path("bundles") / request.param
+
+
+@pytest.fixture
+def one_thread():
+    """One PyTorch thread, as the test subprocesses get (OMP_NUM_THREADS=1): the same reduction order in every run,
+    and no thread fight on a loaded machine's cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

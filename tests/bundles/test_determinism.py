@@ -6,20 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 from ignite.engine import Events
 from monai.bundle import ConfigParser, ConfigWorkflow
 
 ITERATIONS = 3
-
-
-@pytest.fixture
-def one_thread():
-    """One PyTorch thread: the same reduction order in every run, and no thread fight on a loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def first_losses(bundle: Path, data: Path, out: Path, seed: int) -> list[float]:

@@ -259,15 +259,6 @@ def test_killed_runs_resume_exactly(bundle, tmp_path):
 NAN_AT = 7  # epoch 2, 3 of 4
 
 
-@pytest.fixture
-def one_thread():
-    """One PyTorch thread, as the subprocesses get (OMP_NUM_THREADS=1): several fight over a loaded machine's cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_thread")
 def test_nan_loss_stops_with_the_last_good_checkpoints(bundle, tmp_path):
