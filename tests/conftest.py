@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -40,3 +41,8 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def cli_args(overrides: dict) -> list[str]:
+    """Config overrides as ``monai.bundle run`` command-line arguments: strings as they are, the rest as JSON."""
+    return [f"--{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in overrides.items()]

@@ -18,6 +18,7 @@ from monai.bundle import run as bundle_run
 
 from common.data import BundleInputError, find_bundle_input_error
 from common.phantoms import make_dataset
+from tests.conftest import cli_args
 
 BUNDLE = Path("bundles/abdominal_ct_multiorgan_segmentation")
 CONFIGS = BUNDLE / "configs"
@@ -387,7 +388,7 @@ def test_multi_gpu_config_runs_under_torchrun_on_cpu(tiny_phantoms, tmp_path):
         "val_interval": 2,
         "batch_size": 2,
     }
-    args = [f"--{k}={json.dumps(v)}" if not isinstance(v, str) else f"--{k}={v}" for k, v in override.items()]
+    args = cli_args(override)
     configs = [TRAIN, str(CONFIGS / "multi_gpu_train.json"), DEMO, str(tmp_path / "probe.json")]
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",

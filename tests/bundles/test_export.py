@@ -25,7 +25,7 @@ import torch
 from monai.bundle import ConfigParser
 from monai.bundle import run as bundle_run
 
-from tests.conftest import ROOT, SCHEMA_DIR
+from tests.conftest import ROOT, SCHEMA_DIR, cli_args
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from export_bundle import (
@@ -209,7 +209,7 @@ def test_export_runs_its_demo(bundle, exported, tmp_path):
         "val_interval": 1,
         "num_workers": 0,
     }
-    args = [f"--{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in overrides.items()]
+    args = cli_args(overrides)
     run_in_export(
         export, "-m", "monai.bundle", "run", "--config_file", "['configs/train.json','configs/demo.json']",
         "--logging_file", "configs/logging.conf", *args,

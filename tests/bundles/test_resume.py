@@ -27,6 +27,7 @@ from ignite.engine import Events
 from monai.bundle import ConfigParser, ConfigWorkflow
 
 from common.handlers import load_training_checkpoint
+from tests.conftest import cli_args
 
 # ------------------------------------------------------------------------------------------- hooks (subprocess side)
 
@@ -112,7 +113,7 @@ def write_overlay(bundle: Path, path: Path, losses: Path, *hooks: str) -> Path:
 
 def command(bundle: Path, overlay: Path, override: dict) -> list[str]:
     configs = [str(bundle / "configs" / "train.json"), str(bundle / "configs" / "demo.json"), str(overlay)]
-    args = [f"--{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in override.items()]
+    args = cli_args(override)
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", repr(configs)]
     return cmd + ["--logging_file", str(bundle / "configs" / "logging.conf"), *args]
 

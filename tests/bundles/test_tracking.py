@@ -17,12 +17,10 @@ from pathlib import Path
 import pytest
 from monai.bundle import ConfigWorkflow
 
+from tests.conftest import cli_args
+
 SMALL_PHANTOM = {"phantom_n_train": 4, "phantom_n_validation": 1, "phantom_n_test": 2}  # 4 >= any batch size
 TINY_RUN = {"train#trainer#max_epochs": 2, "train#trainer#epoch_length": 2, "val_interval": 1, "num_workers": 0}
-
-
-def cli_args(overrides: dict) -> list[str]:
-    return [f"--{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in overrides.items()]
 
 
 def bundle_run(configs: list[Path], overrides: dict, *extra: str) -> subprocess.CompletedProcess:
