@@ -5,6 +5,7 @@ from common.handlers.non_finite import StopOnNonFinite
 from common.handlers.progress import ProgressBar
 from common.handlers.replayable_loader import ReplayableLoader
 from common.handlers.segmentation_report import SegmentationReport
+from common.handlers.sparse_measure import SparseSegmentationMeasure
 from common.handlers.staged_outputs import StagedOutputs
 from common.handlers.tracking import PerClassMetrics, local_mlflow_store, loss_and_learning_rate
 from common.handlers.training_checkpoint import TrainingCheckpoint, load_training_checkpoint
@@ -14,6 +15,7 @@ __all__ = [
     "ProgressBar",
     "ReplayableLoader",
     "SegmentationReport",
+    "SparseSegmentationMeasure",
     "StagedOutputs",
     "StopOnNonFinite",
     "TrainingCheckpoint",

@@ -1,0 +1,68 @@
+"""The sparse measures as a MONAI cumulative metric and an Ignite handler (paper Section IV-A)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from ignite.engine import Engine
+from monai.data import MetaTensor
+
+from common.handlers import SparseSegmentationMeasure
+from common.metrics.sparse_metric import SparseSegmentationMetric
+
+
+def _case():
+    """Reference: one annotated axial plane z=0 of a 4x4x2 volume, left half class 1, right half class 2.
+    Prediction: class 1 everywhere except one voxel of the right half, plus class 2 in the unannotated plane."""
+    ref = np.zeros((4, 4, 2), np.int64)
+    ref[:2, :, 0], ref[2:, :, 0] = 1, 2
+    pred = np.ones((4, 4, 2), np.int64)
+    pred[2:, :, 0] = 2
+    pred[3, 3, 0] = 1
+    pred[:, :, 1] = 2  # not annotated: must not count
+    return pred, ref
+
+
+def test_dice_and_volumes_per_class_on_annotated_voxels_only():
+    pred, ref = _case()
+    affine = np.diag([0.5, 0.5, 2.0, 1.0])
+    y_pred = MetaTensor(torch.as_tensor(pred)[None, None], affine=torch.as_tensor(affine))
+    y = torch.as_tensor(ref)[None, None]
+    dice = SparseSegmentationMetric("dice", classes=(1, 2))(y_pred, y)
+    # class 1: pred 9 voxels, ref 8, overlap 8 -> 16/17; class 2: pred 7, ref 8, overlap 7 -> 14/15
+    assert torch.allclose(dice, torch.tensor([[16 / 17, 14 / 15]]))
+    mvd = SparseSegmentationMetric("mvd", classes=(1, 2))(y_pred, y)
+    voxel = 0.5 * 0.5 * 2.0  # mm3
+    assert torch.allclose(mvd, torch.tensor([[voxel, voxel]]))
+    avd = SparseSegmentationMetric("avd", classes=(1, 2))(y_pred, y)
+    assert torch.allclose(avd, torch.tensor([[100 / 8, 100 / 8]]))
+
+
+def test_absent_class_is_nan_and_aggregate_leaves_it_out():
+    pred, ref = _case()
+    metric = SparseSegmentationMetric("dice", classes=(1, 2, 3))
+    metric(torch.as_tensor(pred)[None, None], torch.as_tensor(ref)[None, None])
+    assert math.isnan(float(metric.get_buffer()[0, 2]))
+    assert float(metric.aggregate()) == pytest.approx((16 / 17 + 14 / 15) / 2)
+
+
+def test_handler_saves_details_for_the_report():
+    pred, ref = _case()
+    engine = Engine(lambda e, b: {"pred": torch.as_tensor(pred)[None, None], "label": torch.as_tensor(ref)[None, None]})
+    handler = SparseSegmentationMeasure(
+        "dice", classes=(1, 2), output_transform=lambda o: (o["pred"], o["label"]), save_details=True
+    )
+    handler.attach(engine, "val_mean_dice")
+    engine.run([0, 1], max_epochs=1)
+    assert engine.state.metrics["val_mean_dice"] == pytest.approx((16 / 17 + 14 / 15) / 2)
+    assert tuple(engine.state.metric_details["val_mean_dice"].shape) == (2, 2)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="measure"):
+        SparseSegmentationMetric("hausdorff")
+    with pytest.raises(ValueError, match="one shape"):
+        SparseSegmentationMetric()(torch.zeros(1, 1, 4, 4, 2), torch.zeros(1, 1, 4, 4, 3))
