@@ -46,3 +46,15 @@ def one_thread():
 def cli_args(overrides: dict) -> list[str]:
     """Config overrides as ``monai.bundle run`` command-line arguments: strings as they are, the rest as JSON."""
     return [f"--{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in overrides.items()]
+
+
+def fake_spatial_shape(spatial_shape: list, least: int) -> tuple[int, ...]:
+    """The smallest shape of the metadata's ``spatial_shape`` pattern (``"8*n"``, ``"8*n+84"``, ...) with every side
+    at least ``least``: the zoo's own pattern evaluation, at the first ``n`` that is large enough."""
+    from monai.bundle.scripts import _get_fake_spatial_shape
+
+    for n in range(1, 1025):
+        shape = _get_fake_spatial_shape(spatial_shape, n=n)
+        if min(shape) >= least:
+            return shape
+    raise ValueError(f"spatial_shape {spatial_shape} never reaches {least} voxels a side")

@@ -19,7 +19,7 @@ from monai.bundle import ConfigComponent, ConfigParser, ConfigWorkflow, ckpt_exp
 from monai.transforms import DivisiblePadd
 from monai.utils import ensure_tuple
 
-from tests.conftest import ROOT, SCHEMA_DIR
+from tests.conftest import ROOT, SCHEMA_DIR, fake_spatial_shape
 
 REQUIRED_FILES = [
     "LICENSE",
@@ -97,7 +97,10 @@ def test_channel_def_names_every_label(bundle):
     meta, train = load(bundle, "metadata.json"), load(bundle, "train.json")
     out = meta["network_data_format"]["outputs"]["pred"]
     assert out["num_channels"] == train["num_classes"]
-    assert sorted(int(k) for k in out["channel_def"]) == list(range(train["num_classes"]))
+    # a bundle trained on sparse annotations (train.json "ignore_value": 0, "not annotated") has no background
+    # channel: output channel c is label value c + 1, and every voxel gets a class
+    first = 1 if train.get("ignore_value") == 0 else 0
+    assert sorted(int(k) for k in out["channel_def"]) == list(range(first, train["num_classes"] + first))
     # the class names used in evaluation are the channel_def names (background excluded)
     assert {k: v for k, v in out["channel_def"].items() if k != "0"} == train["class_names"]
     assert "image" in meta["network_data_format"]["inputs"]
@@ -817,6 +820,6 @@ def test_torchscript_export(bundle, tmp_path):
     )
     scripted = torch.jit.load(str(tmp_path / "model.ts"))
     meta = load(bundle, "metadata.json")["network_data_format"]["inputs"]["image"]
-    x = torch.rand(1, meta["num_channels"], *([16] * len(meta["spatial_shape"])))
+    x = torch.rand(1, meta["num_channels"], *fake_spatial_shape(meta["spatial_shape"], least=16))
     with torch.no_grad():
         assert torch.allclose(scripted(x), net(x), atol=1e-5)
