@@ -18,11 +18,11 @@ _ACTS = {"very_leaky_relu": VERY_LEAKY_RELU, "relu": ("relu", {})}
 _INITS = ("he_very_leaky", "xavier")
 
 
-def center_crop_to(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+def center_crop_to(x: torch.Tensor, size: list[int]) -> torch.Tensor:
     """Crop the spatial dimensions of ``x`` around their centre to ``size`` (section II-A, merge layers).
 
     Where a dimension shrinks by an odd number of voxels the extra voxel is taken from the high end; inside
-    :py:class:`ValidConvUNet` all differences are even.
+    :py:class:`ValidConvUNet` all differences are even. TorchScript-compatible.
 
     Args:
         x: tensor ``[B, C, *spatial]``.
@@ -34,12 +34,15 @@ def center_crop_to(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     Raises:
         ValueError: when ``size`` has the wrong length or exceeds the size of ``x``.
     """
-    spatial = tuple(x.shape[2:])
-    if len(size) != len(spatial) or any(int(t) > s or int(t) < 0 for t, s in zip(size, spatial, strict=True)):
-        raise ValueError(f"cannot centre-crop spatial size {spatial} to {tuple(size)}.")
-    slices = [slice(None), slice(None)]
-    slices += [slice((s - int(t)) // 2, (s - int(t)) // 2 + int(t)) for s, t in zip(spatial, size, strict=True)]
-    return x[tuple(slices)]
+    spatial = x.shape[2:]
+    if len(size) != len(spatial):
+        raise ValueError(f"cannot centre-crop spatial size {spatial} to {size}.")
+    for d in range(len(size)):
+        s, t = spatial[d], int(size[d])
+        if t > s or t < 0:
+            raise ValueError(f"cannot centre-crop spatial size {spatial} to {size}.")
+        x = x.narrow(d + 2, (s - t) // 2, t)
+    return x
 
 
 def cyclic_channel_sum(shortcut: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -62,10 +65,10 @@ def cyclic_channel_sum(shortcut: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """
     if shortcut.ndim != x.ndim or shortcut.ndim < 3 or shortcut.shape[0] != x.shape[0]:
         raise ValueError(
-            f"shortcut {tuple(shortcut.shape)} and features {tuple(x.shape)} need the same batch size and number of "
-            "spatial dimensions."
+            f"shortcut {shortcut.shape} and features {x.shape} need the same batch size and number of spatial "
+            "dimensions."
         )
-    size = [min(a, b) for a, b in zip(shortcut.shape[2:], x.shape[2:], strict=True)]
+    size = [min(shortcut.shape[d], x.shape[d]) for d in range(2, x.ndim)]
     a, b = center_crop_to(shortcut, size), center_crop_to(x, size)
     if a.shape[1] != b.shape[1]:
         index = torch.arange(b.shape[1], device=a.device) % a.shape[1]
@@ -291,9 +294,9 @@ class ValidConvUNet(torch.nn.Module):
             logits ``[B, out_channels, *(spatial - 88)]``.
         """
         x = features[-1]
-        for block, skip in zip(self.decoder, reversed(features[:-1]), strict=True):
+        for i, block in enumerate(self.decoder):  # levels 3, 2, 1 (indexing, not zip: TorchScript)
             x = self.upsample(x)
-            x = block(torch.cat([x, center_crop_to(skip, x.shape[2:])], dim=1))
+            x = block(torch.cat([x, center_crop_to(features[len(features) - 2 - i], x.shape[2:])], dim=1))
         return self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -308,10 +311,20 @@ class ValidConvUNet(torch.nn.Module):
 
         Raises:
             ValueError: when ``x`` is not 5-D, has the wrong number of channels or an invalid spatial size.
+        """  # noqa: DOC502 (raised by _check_input, which TorchScript leaves out)
+        if not torch.jit.is_scripting():
+            self._check_input(x)
+        return self.decode(self.encode(x))
+
+    @torch.jit.unused
+    def _check_input(self, x: torch.Tensor) -> None:
+        """Refuse an input the network would silently mis-segment (eager mode; TorchScript leaves it out).
+
+        Raises:
+            ValueError: when ``x`` is not 5-D, has the wrong number of channels or an invalid spatial size.
         """
         if x.ndim != 5 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected input [B, {self.in_channels}, n1, n2, n3], got shape {tuple(x.shape)}.")
         for d, n in enumerate(x.shape[2:]):
             if not self.valid_input_size(n):
                 raise ValueError(self._size_message(n, f" (spatial dimension {d} of shape {tuple(x.shape)})"))
-        return self.decode(self.encode(x))

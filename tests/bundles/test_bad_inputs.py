@@ -748,9 +748,10 @@ def test_small_and_one_slice_inputs_come_back_in_their_own_shape(materials, tmp_
     images = tmp_path / "images"
     images.mkdir()
     small = (5, 7, 3, 2, 2)[: m.facts.spatial_dims]
-    _nifti(images / "a_small.nii.gz", np.zeros(small, np.float32))
+    channels = () if m.facts.num_channels == 1 or m.facts.channel_dim == "no_channel" else (m.facts.num_channels,)
+    _nifti(images / "a_small.nii.gz", np.zeros((*small, *channels), np.float32))
     if m.facts.spatial_dims == 3:
-        _nifti(images / "b_flat.nii.gz", np.zeros((SIDE, SIDE, 1), np.float32))
+        _nifti(images / "b_flat.nii.gz", np.zeros((SIDE, SIDE, 1, *channels), np.float32))
         if m.facts.dicom:
             (images / "c_one_slice").mkdir()
             shutil.copy(m.good_series / "IM0003.dcm", images / "c_one_slice")

@@ -750,6 +750,7 @@ def test_negative_resume_and_seed_breaks_are_caught(bundle, tmp_path):
         cfg.pop("resume")
         cfg["lr_scheduler"] = {"_target_": "torch.optim.lr_scheduler.StepLR", "optimizer": "@optimizer", "step_size": 1}
         handler(cfg)["save_dict"].pop("optimizer")
+        handler(cfg)["save_dict"].pop("lr_scheduler", None)  # a bundle with a scheduler already saves it
         handler(cfg)["resume"] = True
         handler(cfg)["_disabled_"] = "@is_not_rank0"
         cfg["train"]["handlers"] = [h for h in cfg["train"]["handlers"] if h.get("_target_") != NON_FINITE_HANDLER]
