@@ -1,4 +1,4 @@
-"""Plotting helpers for evaluation reports: per-column box plots and axial overlays of reference and prediction.
+"""Plotting helpers for evaluation reports: per-column box plots and plane overlays of reference and prediction.
 
 Figures are built on matplotlib's object API with the Agg canvas (no pyplot state, no display), so they can be
 drawn in a headless evaluation run or a test; callers save them with ``fig.savefig(path, format="png")``.
@@ -53,41 +53,52 @@ def label_colour(value: int) -> tuple[float, float, float, float]:
     return to_rgba(_PALETTE[(int(value) - 1) % len(_PALETTE)])
 
 
-def describe_plane(index: Sequence[int]) -> str:
+_PLANE_NAMES = {0: ("sagittal", "x"), 1: ("coronal", "y"), 2: ("axial", "z")}
+
+
+def describe_plane(index: Sequence[int], axis: int = 2) -> str:
     """Words for where a 2-D plane lies in its label map, for figure titles.
 
     Args:
-        index: indices of the plane along the axes after the first two, as :func:`largest_foreground_slice`
-            returns them: ``()`` for a 2-D map, ``(z,)`` for 3-D, ``(z, t)`` for 3-D + time.
+        index: position of the plane: ``()`` for a 2-D map, ``(i,)`` for 3-D (the index along ``axis``),
+            ``(i, t)`` for 3-D + time (then the frame), as :func:`largest_foreground_slice` returns them for axial
+            planes.
+        axis: the spatial axis normal to the plane of a 3-D (or 3-D + time) map: 0 sagittal (x), 1 coronal (y),
+            2 axial (z), in the RAS array convention of the bundles.
 
     Returns:
-        ``"2-D image"``, ``"axial slice z=12"`` or ``"frame t=3, axial slice z=12"``.
+        ``"2-D image"``, ``"axial slice z=12"``, ``"sagittal slice x=40"`` or ``"frame t=3, axial slice z=12"``.
 
     Raises:
-        ValueError: when ``index`` has more than two entries.
+        ValueError: when ``index`` has more than two entries or ``axis`` is not 0, 1 or 2.
     """
     index = tuple(int(i) for i in index)
+    if int(axis) not in _PLANE_NAMES:
+        raise ValueError(f"plane axis must be 0 (sagittal), 1 (coronal) or 2 (axial), got {axis}.")
+    plane, letter = _PLANE_NAMES[int(axis)]
     if len(index) == 0:
         return "2-D image"
     if len(index) == 1:
-        return f"axial slice z={index[0]}"
+        return f"{plane} slice {letter}={index[0]}"
     if len(index) == 2:
-        return f"frame t={index[1]}, axial slice z={index[0]}"
-    raise ValueError(f"plane index must have 0 to 2 entries (z, then t), got {index}.")
+        return f"frame t={index[1]}, {plane} slice {letter}={index[0]}"
+    raise ValueError(f"plane index must have 0 to 2 entries (slice, then frame), got {index}.")
 
 
 @dataclass
 class OverlaySlice:
-    """One 2-D axial plane of a case for :func:`plot_overlays`.
+    """One 2-D plane of a case for :func:`plot_overlays`.
 
     Attributes:
         name: case name shown as the row title.
-        image: ``[H, W]`` intensities (array axes as in the volume, before display re-orientation).
+        image: ``[H, W]`` intensities: the plane's two remaining axes in volume order (``[x, y]`` axial,
+            ``[x, z]`` coronal, ``[y, z]`` sagittal), before display re-orientation.
         reference: ``[H, W]`` integer label map of the reference.
         prediction: ``[H, W]`` integer label map of the prediction.
         window: ``(vmin, vmax)`` grey window, e.g. the preprocessed volume's intensity range.
         index: where the plane lies in the case's label map (see :func:`describe_plane`): ``()`` for a 2-D
-            case, ``(z,)`` for 3-D, ``(z, t)`` for 3-D + time.
+            case, ``(i,)`` for 3-D, ``(i, t)`` for 3-D + time, ``i`` the index along ``axis``.
+        axis: the spatial axis normal to the plane: 2 axial (default), 1 coronal, 0 sagittal.
     """
 
     name: str
@@ -96,6 +107,7 @@ class OverlaySlice:
     prediction: np.ndarray
     window: tuple[float, float]
     index: tuple[int, ...] = ()
+    axis: int = 2
 
 
 def largest_foreground_slice(label_map: np.ndarray) -> tuple[int, ...]:
@@ -130,14 +142,17 @@ def largest_foreground_slice(label_map: np.ndarray) -> tuple[int, ...]:
 
 
 def to_radiological(slice2d: np.ndarray) -> np.ndarray:
-    """Re-orient an ``[H, W]`` axial slice of an RAS array for display in radiological convention.
+    """Re-orient an ``[H, W]`` plane of an RAS array for display in radiological convention.
 
-    MONAI arrays after ``Orientationd(axcodes="RAS")`` index (x to the patient's right, y to anterior); the
-    radiological view puts the patient's right on the viewer's left and anterior at the top, i.e. rows = -y,
-    columns = -x. For other orientations the picture is only flipped, never wrong in content.
+    MONAI arrays after ``Orientationd(axcodes="RAS")`` index (x to the patient's right, y to anterior, z to
+    superior). The radiological view puts, in an axial ``[x, y]`` slice, the patient's right on the viewer's left
+    and anterior at the top (rows = -y, columns = -x); in a coronal ``[x, z]`` slice the right on the left and
+    superior at the top (rows = -z, columns = -x); in a sagittal ``[y, z]`` slice anterior on the left and superior
+    at the top (rows = -z, columns = -y). All three are the same flip of both axes and a transpose. For other
+    orientations the picture is only flipped, never wrong in content.
 
     Args:
-        slice2d: ``[H, W]`` = ``[x, y]`` slice.
+        slice2d: ``[H, W]`` = ``[x, y]``, ``[x, z]`` or ``[y, z]`` plane.
 
     Returns:
         ``[W, H]`` array to pass to ``imshow``.
@@ -224,13 +239,14 @@ def plot_boxplots(
 
 
 def plot_overlays(cases: Sequence[OverlaySlice], class_names: Mapping[int, str], title: str = "") -> Figure:
-    """Grid of axial planes, one row per case, columns image | reference | prediction, with a label legend.
+    """Grid of planes, one row per plane, columns image | reference | prediction, with a label legend.
 
     Reference and prediction are drawn over the grey image, each label value in its fixed :func:`label_colour`
     at opacity :data:`OVERLAY_ALPHA` (paper Fig. 5 of Roth et al. shows the same side-by-side comparison of
-    result and ground truth). Planes are shown in radiological convention (:func:`to_radiological`); each row is
-    labelled with the case name and where its plane lies (:func:`describe_plane`: the slice, and for 3-D + time
-    the frame).
+    result and ground truth; van de Leemput et al. Fig. 5 the temporal average, reference and prediction on each
+    annotated cross-section). Planes are shown in radiological convention (:func:`to_radiological`); each row is
+    labelled with the case name and where its plane lies (:func:`describe_plane`: the slice of any axis, and for
+    3-D + time the frame).
 
     Args:
         cases: the planes to draw, one row each.
@@ -278,7 +294,7 @@ def plot_overlays(cases: Sequence[OverlaySlice], class_names: Mapping[int, str],
             if row == 0:
                 ax.set_title(heading)
             if col == 0:
-                ax.set_ylabel(f"{case.name}\n{describe_plane(case.index)}", fontsize=8)
+                ax.set_ylabel(f"{case.name}\n{describe_plane(case.index, case.axis)}", fontsize=8)
     handles = [Patch(facecolor=label_colour(v), label=f"{v}: {class_names.get(v, str(v))}") for v in values]
     if handles:
         fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), fontsize=8, frameon=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -15,14 +15,19 @@ from monai.data import decollate_batch
 from monai.utils import ImageMetaKey, convert_to_numpy, ensure_tuple, string_list_all_gather
 
 from common.metrics.segmentation_report import MetricSpec, write_segmentation_report
+from common.metrics.sparse_measures import annotated_sections
 from common.visualize import OverlaySlice, largest_foreground_slice
 
-__all__ = ["DEFAULT_METRIC_NAMES", "SegmentationReport"]
+__all__ = ["DEFAULT_METRIC_NAMES", "OVERLAY_PLANES", "SegmentationReport"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_METRIC_NAMES = ("val_mean_dice",)
 """Metric reported when none is named: the key metric name of the bundles' ``validate#key_metric``."""
+
+OVERLAY_PLANES = ("largest", "annotated")
+"""Which planes ``SegmentationReport`` draws per case: the axial plane with the largest reference foreground, or
+every annotated cross-section of a sparse reference (any axis)."""
 
 
 def _as_items(data: Any) -> list[Any]:
@@ -92,10 +97,15 @@ class SegmentationReport:
     writing (see it for the files, their layout and the paper section); this class only collects what an
     evaluator run holds. During the epoch it records each case's file name (``engine.state.batch``, decollated
     list of dicts or a dict of batches; ``image.meta["filename_or_obj"]`` or ``image_meta_dict``, else
-    ``case_<index>``) and, for the first ``n_overlays`` cases, the plane with the largest reference foreground
+    ``case_<index>``) and, for the first ``n_overlays`` cases, the planes to draw, taken from
+    ``engine.state.output`` (``pred``/``label`` one-hot, argmax-ed when C > 1, or index maps with C = 1): with
+    ``overlay_planes="largest"`` the plane with the largest reference foreground
     (:func:`common.visualize.largest_foreground_slice`: the image itself for 2-D ``[C, H, W]``, the axial slice for
-    3-D ``[C, H, W, D]``, the frame and axial slice for 3-D + time ``[C, H, W, D, T]``), taken from
-    ``engine.state.output`` (``pred``/``label`` one-hot, argmax-ed when C > 1, or index maps with C = 1). At
+    3-D ``[C, H, W, D]``, the frame and axial slice for 3-D + time ``[C, H, W, D, T]``); with
+    ``overlay_planes="annotated"`` (3-D sparse references) every annotated cross-section of any axis
+    (:func:`common.metrics.sparse_measures.annotated_sections`), one row each, as van de Leemput et al. Fig. 5. The
+    grey image is the image's first channel, or ``display_image`` of all its channels (e.g. the weighted temporal
+    average of a 4D CT's time points). At
     ``EPOCH_COMPLETED`` it reads ``engine.state.metric_details[name]`` (``[n_cases, n_columns]``, written by MONAI
     metric handlers with ``save_details=True`` and already all-gathered across ranks by them), gathers the file
     names from every rank with MONAI's ``string_list_all_gather`` and, on rank ``save_rank`` only, writes the
@@ -121,6 +131,13 @@ class SegmentationReport:
         label_key: key of the reference in ``engine.state.output``.
         pred_key: key of the prediction in ``engine.state.output``.
         n_overlays: number of cases (the first ones seen) drawn in ``overlays.png``; 0 for none.
+        overlay_planes: ``"largest"`` (one plane per case) or ``"annotated"`` (every annotated cross-section of a
+            3-D reference, one row each); see :data:`OVERLAY_PLANES`.
+        ignore_value: the reference's "not annotated" value, for ``overlay_planes="annotated"``.
+        display_image: maps a case's image ``[C, *spatial]`` (numpy, float64) to the ``[*spatial]`` grey image of
+            the overlays; ``None``: the first channel.
+        display_window: ``(vmin, vmax)`` grey window in the image's (preprocessed) intensities; ``None``: the
+            displayed volume's minimum and maximum.
         title: title of the tables and figures; `` (n=<cases>)`` is appended.
         prefix: prefix of every file name, e.g. ``"test_"``.
         save_rank: the rank that writes the files in a distributed run.
@@ -129,7 +146,8 @@ class SegmentationReport:
         TypeError: when ``class_names`` or a metric spec is of the wrong type.
         ValueError: when ``class_names`` is empty, has a non-integer or repeated label value or names no label
             > 0, ``metric_names`` is empty, ``metric_specs`` names a metric not in ``metric_names``, or
-            ``n_overlays`` or ``save_rank`` is negative.
+            ``n_overlays`` or ``save_rank`` is negative, ``overlay_planes`` is not one of :data:`OVERLAY_PLANES` or
+            ``display_window`` is not two increasing numbers.
     """
 
     def __init__(
@@ -145,6 +163,10 @@ class SegmentationReport:
         title: str = "Quantitative results of the segmentation",
         prefix: str = "",
         save_rank: int = 0,
+        overlay_planes: str = "largest",
+        ignore_value: int = 0,
+        display_image: Callable[[np.ndarray], Any] | None = None,
+        display_window: Sequence[float] | None = None,
     ) -> None:
         self.output_dir = str(output_dir)
         self.class_names = _parse_class_names(class_names)
@@ -159,7 +181,18 @@ class SegmentationReport:
             raise ValueError(f"n_overlays must be an integer >= 0, got {n_overlays}.")
         if int(save_rank) < 0:
             raise ValueError(f"save_rank must be an integer >= 0, got {save_rank}.")
+        if overlay_planes not in OVERLAY_PLANES:
+            raise ValueError(f"overlay_planes must be one of {OVERLAY_PLANES}, got {overlay_planes!r}.")
+        if display_window is not None:
+            window = tuple(float(v) for v in display_window)
+            if len(window) != 2 or not window[1] > window[0]:
+                raise ValueError(f"display_window must be (vmin, vmax) with vmax > vmin, got {display_window!r}.")
+            display_window = window
         self.n_overlays = int(n_overlays)
+        self.overlay_planes = overlay_planes
+        self.ignore_value = int(ignore_value)
+        self.display_image = display_image
+        self.display_window = display_window
         self.image_key = image_key
         self.label_key = label_key
         self.pred_key = pred_key
@@ -168,6 +201,7 @@ class SegmentationReport:
         self.save_rank = int(save_rank)
         self._filenames: list[str] = []
         self._overlays: list[OverlaySlice] = []
+        self._overlay_cases = 0
 
     def attach(self, engine: Engine) -> None:
         """Register the handler on ``engine`` (an evaluator): reset at epoch start, collect per iteration, report.
@@ -186,6 +220,7 @@ class SegmentationReport:
         """Clear the buffers of the previous epoch."""
         self._filenames = []
         self._overlays = []
+        self._overlay_cases = 0
 
     def iteration_completed(self, engine: Engine) -> None:
         """Record the case names of this iteration and the overlay planes of the first ``n_overlays`` cases.
@@ -199,8 +234,9 @@ class SegmentationReport:
             batch = batch_items[i] if i < len(batch_items) else None
             name = self._case_name(batch, len(self._filenames))
             self._filenames.append(name)
-            if len(self._overlays) < self.n_overlays and i < len(output_items):
-                self._overlays.append(self._overlay_slice(name, output_items[i], batch))
+            if self._overlay_cases < self.n_overlays and i < len(output_items):
+                self._overlays.extend(self._overlay_slices(name, output_items[i], batch))
+                self._overlay_cases += 1
 
     def _case_name(self, item: Any, index: int) -> str:
         """Name of one case.
@@ -218,14 +254,16 @@ class SegmentationReport:
             name = name[0]
         return f"case_{index:04d}" if name is None or name == "" else str(name)
 
-    def _overlay_slice(self, name: str, output: Any, batch: Any) -> OverlaySlice:
-        """The plane with the largest reference foreground of one case's image, reference and prediction.
+    def _overlay_slices(self, name: str, output: Any, batch: Any) -> list[OverlaySlice]:
+        """The planes of one case to draw (see ``overlay_planes``) with its grey image, reference and prediction.
 
         Returns:
-            the case's :class:`OverlaySlice`.
+            the case's :class:`OverlaySlice` list: one plane, or one per annotated cross-section (none when the
+            reference holds no annotation).
 
         Raises:
-            ValueError: when the output lacks the prediction or reference, or the shapes disagree.
+            ValueError: when the output lacks the prediction or reference, the shapes disagree, or annotated planes
+                are asked of a reference that is not 3-D.
         """
         if not isinstance(output, Mapping) or self.label_key not in output or self.pred_key not in output:
             found = sorted(output) if isinstance(output, Mapping) else type(output).__name__
@@ -242,23 +280,35 @@ class SegmentationReport:
             volume = reference.astype(np.float64)
         else:
             volume = convert_to_numpy(image).astype(np.float64)
-            volume = volume[0] if volume.ndim == reference.ndim + 1 else volume  # first channel
+            if volume.ndim == reference.ndim + 1:
+                volume = volume[0] if self.display_image is None else convert_to_numpy(self.display_image(volume))
+            volume = np.asarray(volume, dtype=np.float64)
         if not (volume.shape == reference.shape == prediction.shape):
             raise ValueError(
                 f"case '{name}': image {volume.shape}, reference {reference.shape} and prediction "
                 f"{prediction.shape} must have the same spatial shape."
             )
-        index = largest_foreground_slice(reference)
-        plane = (slice(None), slice(None), *index)
-        window = (float(np.min(volume)), float(np.max(volume)))  # the preprocessed intensities' range
-        return OverlaySlice(
-            os.path.basename(name.rstrip("/\\")) or name,
-            volume[plane],
-            reference[plane],
-            prediction[plane],
-            window,
-            index,
-        )
+        window = self.display_window or (float(np.min(volume)), float(np.max(volume)))  # preprocessed range
+        short_name = os.path.basename(name.rstrip("/\\")) or name
+        if self.overlay_planes == "largest":
+            planes = [(2, largest_foreground_slice(reference))]
+        elif reference.ndim != 3:
+            raise ValueError(
+                f"case '{name}': overlay_planes='annotated' needs a 3-D reference, got shape {reference.shape}."
+            )
+        else:
+            planes = [(axis, (index,)) for axis, index in annotated_sections(reference, self.ignore_value)]
+        slices = []
+        for axis, index in planes:
+            where: list[Any] = [slice(None)] * reference.ndim
+            if index:
+                where[axis if self.overlay_planes == "annotated" else 2] = index[0]
+                where[3:] = index[1:]
+            plane = tuple(where)
+            slices.append(
+                OverlaySlice(short_name, volume[plane], reference[plane], prediction[plane], window, index, axis)
+            )
+        return slices
 
     def _spec(self, metric: str, n_columns: int) -> MetricSpec:
         """The metric's spec as declared, or with every class name as columns when it fits that count instead.

@@ -243,6 +243,51 @@ def test_overlays_of_2d_and_3d_plus_time_cases(tmp_path):
     assert overlay.window == (0.0, float(label4d.size - 1))
 
 
+def test_annotated_planes_of_a_sparse_reference_with_a_display_image(tmp_path):
+    """Fig. 5 of van de Leemput et al.: one row per annotated cross-section (any axis) over a temporal average."""
+    label = np.zeros((6, 7, 8), np.int64)  # 0 = not annotated
+    label[2, :, :] = 1  # a sagittal plane x=2, all CSF
+    label[:, :, 5] = 3  # an axial plane z=5, all GM (crosses the sagittal plane on a line)
+    pred = np.where(label > 0, 2, 1)
+    frames = np.stack([np.full(label.shape, float(t)) for t in range(4)])  # 4 "time points" of value t
+    frames[:, 0] = -50.0  # x=0 differs, to check which axis the image plane is cut on
+    image = MetaTensor(torch.from_numpy(frames), meta={"filename_or_obj": "/d/ctp.nii.gz"})
+    batch = [{"image": image}]
+    output = [{"image": image, "label": torch.from_numpy(label)[None], "pred": torch.from_numpy(pred)[None]}]
+    handler = SegmentationReport(
+        tmp_path,
+        {"1": "csf", "2": "wm", "3": "gm"},
+        n_overlays=1,
+        overlay_planes="annotated",
+        display_image=lambda x: x.mean(axis=0),
+        display_window=(0.0, 3.0),
+    )
+    handler.iteration_completed(_engine(batch, output))
+    handler.iteration_completed(_engine(batch, output))  # a second case: beyond n_overlays=1, no more rows
+    assert [(o.axis, o.index) for o in handler._overlays] == [(0, (2,)), (2, (5,))]
+    sagittal, axial = handler._overlays
+    np.testing.assert_array_equal(sagittal.reference, label[2])
+    np.testing.assert_array_equal(axial.prediction, pred[:, :, 5])
+    assert sagittal.image.shape == (7, 8) and axial.image.shape == (6, 7)
+    np.testing.assert_allclose(sagittal.image, 1.5)  # mean of 0, 1, 2, 3
+    np.testing.assert_allclose(axial.image[0], -50.0) and np.testing.assert_allclose(axial.image[1:], 1.5)
+    assert sagittal.window == (0.0, 3.0)
+    with pytest.raises(ValueError, match="overlay_planes"):
+        SegmentationReport(tmp_path, CLASS_NAMES, overlay_planes="sagittal")
+    with pytest.raises(ValueError, match="display_window"):
+        SegmentationReport(tmp_path, CLASS_NAMES, display_window=(1.0, 1.0))
+    flat = [
+        {
+            "image": image[..., 0],
+            "label": torch.from_numpy(label[..., 0])[None],
+            "pred": torch.from_numpy(pred[..., 0])[None],
+        }
+    ]
+    handler = SegmentationReport(tmp_path, CLASS_NAMES, overlay_planes="annotated")
+    with pytest.raises(ValueError, match="3-D reference"):
+        handler.iteration_completed(_engine([{"image": image[..., 0]}], flat))
+
+
 def test_handler_with_units_and_own_columns(tmp_path, caplog):
     """A contour distance in mm (per class) and an ejection fraction in % (one column) through the handler."""
     handler = SegmentationReport(

@@ -188,6 +188,11 @@ def test_describe_plane():
     assert describe_plane((12, 3)) == "frame t=3, axial slice z=12"
     with pytest.raises(ValueError, match="0 to 2 entries"):
         describe_plane((1, 2, 3))
+    assert describe_plane((40,), axis=0) == "sagittal slice x=40"
+    assert describe_plane((7,), axis=1) == "coronal slice y=7"
+    assert describe_plane((7, 2), axis=1) == "frame t=2, coronal slice y=7"
+    with pytest.raises(ValueError, match="axis"):
+        describe_plane((7,), axis=3)
 
 
 # --- label_colour ------------------------------------------------------------------------------------------------
