@@ -138,6 +138,9 @@ class SegmentationReport:
             the overlays; ``None``: the first channel.
         display_window: ``(vmin, vmax)`` grey window in the image's (preprocessed) intensities; ``None``: the
             displayed volume's minimum and maximum.
+        display_mask_key: key of a ``[1, *spatial]`` mask in the output or batch dicts (e.g. the cranial cavity)
+            outside which the prediction is not drawn; a case without it shows the whole prediction. ``None``:
+            the whole prediction.
         title: title of the tables and figures; `` (n=<cases>)`` is appended.
         prefix: prefix of every file name, e.g. ``"test_"``.
         save_rank: the rank that writes the files in a distributed run.
@@ -167,6 +170,7 @@ class SegmentationReport:
         ignore_value: int = 0,
         display_image: Callable[[np.ndarray], Any] | None = None,
         display_window: Sequence[float] | None = None,
+        display_mask_key: str | None = None,
     ) -> None:
         self.output_dir = str(output_dir)
         self.class_names = _parse_class_names(class_names)
@@ -193,6 +197,7 @@ class SegmentationReport:
         self.ignore_value = int(ignore_value)
         self.display_image = display_image
         self.display_window = display_window
+        self.display_mask_key = display_mask_key
         self.image_key = image_key
         self.label_key = label_key
         self.pred_key = pred_key
@@ -288,6 +293,20 @@ class SegmentationReport:
                 f"case '{name}': image {volume.shape}, reference {reference.shape} and prediction "
                 f"{prediction.shape} must have the same spatial shape."
             )
+        mask = None
+        if self.display_mask_key is not None:
+            mask = output.get(self.display_mask_key)
+            if mask is None and isinstance(batch, Mapping):
+                mask = batch.get(self.display_mask_key)
+        if mask is not None:
+            mask = convert_to_numpy(mask)
+            mask = mask[0] if mask.ndim == reference.ndim + 1 else mask
+            if mask.shape != reference.shape:
+                raise ValueError(
+                    f"case '{name}': '{self.display_mask_key}' {mask.shape} and reference {reference.shape} must "
+                    "have the same spatial shape."
+                )
+            prediction = np.where(mask > 0, prediction, 0)
         window = self.display_window or (float(np.min(volume)), float(np.max(volume)))  # preprocessed range
         short_name = os.path.basename(name.rstrip("/\\")) or name
         if self.overlay_planes == "largest":

@@ -272,6 +272,17 @@ def test_annotated_planes_of_a_sparse_reference_with_a_display_image(tmp_path):
     np.testing.assert_allclose(sagittal.image, 1.5)  # mean of 0, 1, 2, 3
     np.testing.assert_allclose(axial.image[0], -50.0) and np.testing.assert_allclose(axial.image[1:], 1.5)
     assert sagittal.window == (0.0, 3.0)
+    # a display mask (the cranial cavity) hides the prediction outside it; here it is the batch's, not the output's
+    mask = np.zeros((1, *label.shape), np.uint8)
+    mask[:, 1:5] = 1
+    masked = SegmentationReport(
+        tmp_path, {"1": "csf", "2": "wm", "3": "gm"}, overlay_planes="annotated", display_mask_key="mask"
+    )
+    masked.iteration_completed(_engine([{"image": image, "mask": torch.from_numpy(mask)}], output))
+    axial = masked._overlays[1]
+    np.testing.assert_array_equal(axial.prediction[1:5], pred[1:5, :, 5])
+    assert not axial.prediction[[0, 5]].any()
+    np.testing.assert_array_equal(axial.reference, label[:, :, 5])  # the reference is drawn as it is
     with pytest.raises(ValueError, match="overlay_planes"):
         SegmentationReport(tmp_path, CLASS_NAMES, overlay_planes="sagittal")
     with pytest.raises(ValueError, match="display_window"):
