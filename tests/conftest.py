@@ -48,6 +48,16 @@ def cli_args(overrides: dict) -> list[str]:
     return [f"--{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in overrides.items()]
 
 
+def parse_configs(*files, **override):
+    """A ``ConfigParser`` of the config files merged in order, then the overrides (config ids -> values)."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(list(files))
+    parser.update(override)
+    return parser
+
+
 def fake_spatial_shape(spatial_shape: list, least: int) -> tuple[int, ...]:
     """The smallest shape of the metadata's ``spatial_shape`` pattern (``"8*n"``, ``"8*n+84"``, ...) with every side
     at least ``least``: the zoo's own pattern evaluation, at the first ``n`` that is large enough."""

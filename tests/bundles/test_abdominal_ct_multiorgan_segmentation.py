@@ -13,12 +13,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigParser, ConfigWorkflow
+from monai.bundle import ConfigWorkflow
 from monai.bundle import run as bundle_run
 
 from common.data import BundleInputError, find_bundle_input_error
 from common.phantoms import make_dataset
 from tests.conftest import cli_args
+from tests.conftest import parse_configs as parse
 
 BUNDLE = Path("bundles/abdominal_ct_multiorgan_segmentation")
 CONFIGS = BUNDLE / "configs"
@@ -39,13 +40,6 @@ TINY = {
     "val_interval": 2,  # validates after epoch 2 of 3: the last epoch does not validate
     "num_workers": 0,
 }
-
-
-def parse(*files, **override) -> ConfigParser:
-    parser = ConfigParser()
-    parser.read_config(list(files))
-    parser.update(override)
-    return parser
 
 
 # ---------------------------------------------------------------------------------------------- paper facts
