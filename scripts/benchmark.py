@@ -1,20 +1,43 @@
 """Speed benchmarks, measured side by side in one run (machines here are noisy: compare ratios, not seconds).
 
-    python scripts/benchmark.py                 # prints a Markdown table
+    python scripts/benchmark.py                 # every section; prints Markdown tables
     python scripts/benchmark.py --out BENCHMARKS.md
+    python scripts/benchmark.py --only conv4d --threads 1 --out BENCHMARKS.md   # one section, written in place
 
-What it measures, for bundles/abdominal_ct_multiorgan_segmentation:
+Sections (``--only abdominal`` or ``--only conv4d``; by default both, abdominal first):
+
+abdominal, for bundles/abdominal_ct_multiorgan_segmentation:
 - one training iteration (forward, Dice loss, backward, Adam step) at the paper's settings (19M parameters,
   batch 3 of 64^3) and at the demo's (features 8-64, batch 3 of 32^3);
 - inference of one CT volume at the paper's resolution (128 x 128 x 80 voxels of 3 mm) with the paper's scheme
   (the network reshaped to the whole xy plane, tiles overlapping along z) against MONAI's usual 64^3 sliding
   window with the same overlap: the paper says reshaping makes inference more efficient (Section II.A);
 - the B-spline + rigid augmentation of one 64^3 sample, and the phantom generator for one case.
+
+conv4d, for common/networks/conv4d.py at the cardiac 4D CNN's layer shapes (paper section 3 and Table 1: 8, 16
+and 32 channels at 96x96x64x16, 48x48x32x8 and 24x24x16x4, 3x3x3x3 kernels, padding 1, and the two stride-2
+down-samplings): forward and forward+backward time and peak memory of ``Conv4d`` against a per-frame loop of
+``conv3d`` calls and against one ``conv3d`` doing the same multiply-adds. Each layer shape is timed in its own
+subprocess (methods interleaved, best of ``--repeats`` after one warm-up), and each (shape, method, pass)'s peak
+memory in another (CPU: growth of the peak resident set, ``ru_maxrss``; CUDA: ``max_memory_allocated``). The
+subprocesses run with ``MALLOC_MMAP_MAX_=0`` (glibc returning large buffers to the system made CPU timings 2-3x
+slower and erratic, issue 9) and a 64 GiB ``MALLOC_TRIM_THRESHOLD_`` (without it glibc still trims the heap top
+and the calls fault their buffers in again: twice the page faults here) and ``OMP_WAIT_POLICY=PASSIVE`` (OpenMP
+threads spinning on a shared, oversubscribed CPU made single weight-gradient calls 10-30x slower at random) unless
+those are set already; the parent process and the abdominal section keep the caller's environment.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import os
 import platform
+import re
+import resource
+import shlex
+import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,16 +45,22 @@ from pathlib import Path
 import fire
 import numpy as np
 import torch
-from monai.bundle import ConfigParser
-from monai.inferers import SlidingWindowInferer
+import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common.phantoms.abdominal_ct import generate_abdominal_ct  # noqa: E402
-from common.transforms.augmentation import RandBSplineAffined  # noqa: E402
+from common.networks.conv4d import (  # noqa: E402
+    _conv4d_plain,
+    _fast_forward,
+    _fold,
+    _time_plan,
+    _unfold,
+    conv4d,
+)
 
 CONFIGS = ROOT / "bundles" / "abdominal_ct_multiorgan_segmentation" / "configs"
+SECTIONS = ("abdominal", "conv4d")
 
 
 def _time(fn, repeats: int, warmup: int = 1) -> tuple[float, float]:
@@ -45,13 +74,15 @@ def _time(fn, repeats: int, warmup: int = 1) -> tuple[float, float]:
     return float(np.median(times)), float(np.min(times))
 
 
-def _parser(*overlays: str) -> ConfigParser:
+def _parser(*overlays: str):
+    from monai.bundle import ConfigParser
+
     parser = ConfigParser()
     parser.read_config([str(CONFIGS / "train.json"), *(str(CONFIGS / o) for o in overlays)])
     return parser
 
 
-def _train_step(parser: ConfigParser, patch: int, batch: int):
+def _train_step(parser, patch: int, batch: int):
     net = parser.get_parsed_content("network_def")
     loss = parser.get_parsed_content("loss")
     opt = torch.optim.Adam(net.parameters(), lr=parser["learning_rate"])
@@ -66,16 +97,17 @@ def _train_step(parser: ConfigParser, patch: int, batch: int):
     return step
 
 
-def main(repeats: int = 3, out: str | None = None, threads: int | None = None) -> None:
-    """Time the paper's and the demo's training step and the two inference tilings side by side; print the table.
+def _abdominal_section(repeats: int) -> str:
+    """Time the paper's and the demo's training step and the two inference tilings side by side.
 
-    Args:
-        repeats: timed repetitions of each measurement (the median and the best are reported).
-        out: also write the table, with the command that produced it, to this Markdown file.
-        threads: torch intra-op threads (default: torch's choice).
+    Returns:
+        the section's Markdown (without its heading).
     """
-    if threads:
-        torch.set_num_threads(threads)
+    from monai.inferers import SlidingWindowInferer
+
+    from common.phantoms.abdominal_ct import generate_abdominal_ct
+    from common.transforms.augmentation import RandBSplineAffined
+
     rows = []
     paper, demo = _parser(), _parser("demo.json")
 
@@ -126,14 +158,292 @@ def main(repeats: int = 3, out: str | None = None, threads: int | None = None) -
         f"- 64^3 cubes / whole-xy tiles at inference: {cubes_t / reshaped_t:.2f}x",
         f"- 50,000 paper iterations on this CPU: {paper_iter * 50000 / 86400:.1f} days",
     ]
-    text = "\n".join(lines)
-    print(text)
-    if out:
-        Path(out).write_text(
-            f"# Benchmarks\n\nProduced by `python scripts/benchmark.py --repeats {repeats} --out {out}` "
-            "(from the repository root, in the project venv). Ratios come from one run, side by side.\n\n"
-            "## abdominal_ct_multiorgan_segmentation\n\n" + text + "\n"
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# conv4d
+# ----------------------------------------------------------------------------------------------------------------
+
+#: (name, C_in, C_out, (X, Y, Z, T), stride): the cardiac 4D CNN's 3x3x3x3 layers (paper section 3, Table 1)
+CONV4D_CASES = (
+    ("level 0, 8 -> 8 ch, 96x96x64x16", 8, 8, (96, 96, 64, 16), 1),
+    ("level 1, 16 -> 16 ch, 48x48x32x8", 16, 16, (48, 48, 32, 8), 1),
+    ("level 2, 32 -> 32 ch, 24x24x16x4", 32, 32, (24, 24, 16, 4), 1),
+    ("down 0 -> 1, 8 -> 16 ch, 96x96x64x16, stride 2", 8, 16, (96, 96, 64, 16), 2),
+    ("down 1 -> 2, 16 -> 32 ch, 48x48x32x8, stride 2", 16, 32, (48, 48, 32, 8), 2),
+)
+#: method -> what the table calls it
+CONV4D_METHODS = {
+    "conv4d": "Conv4d",
+    "conv4d_time_major": "Conv4d, time-major in and out (`to_time_major`)",
+    "conv4d_autograd": "Conv4d forward, plain autograd backward (ablation)",
+    "conv4d_plain": "Conv4d plain path (TorchScript / export)",
+    "loop": "per-frame loop of conv3d",
+    "conv3d": "one conv3d, equal multiply-adds",
+    "conv3d_cl": "one conv3d, equal multiply-adds, channels_last_3d",
+}
+#: the plain path and the plain-autograd ablation only where they fit in memory beside the rest (levels 1 and 2)
+_ABLATIONS = ("conv4d_autograd", "conv4d_plain")
+_WORKER_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**36), "OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def _per_frame_loop(x, weight, bias, stride: int):
+    """The usual public Conv4d: for each output frame, a sum of ``k_t`` ``conv3d`` calls (zero time padding 1).
+
+    Returns:
+        ``[B, C_out, X', Y', Z', T']``.
+    """
+    xp = F.pad(x, (1, 1))
+    frames = []
+    for t in range((x.shape[5] - 1) // stride + 1):
+        y = F.conv3d(xp[..., stride * t], weight[..., 0], bias, stride, 1)
+        for g in range(1, weight.shape[5]):
+            y = y + F.conv3d(xp[..., stride * t + g], weight[..., g], None, stride, 1)
+        frames.append(y)
+    return torch.stack(frames, dim=-1)
+
+
+def _conv4d_problem(c_in: int, c_out: int, size, stride: int, method: str, device: str):
+    """Inputs and the call to time for one method; the conv3d baselines get their own equal-MAC inputs.
+
+    Returns:
+        ``(fn, params)``: the forward as a function of nothing, and the leaf tensors that receive gradients.
+    """
+    gen = torch.Generator().manual_seed(0)
+    nx, ny, nz, nt = size
+    # inputs are drawn in their final layout: a converted copy would leave the original's freed memory in the heap
+    # for the layer to reuse, and the peak-RSS measurement would miss that much
+    if method.startswith("conv3d"):  # [B * T', 3 C_in, X, Y, Z] -> C_out: the multiply-adds of the 4D layer
+        shape = ((nt - 1) // stride + 1, 3 * c_in, nx, ny, nz)
+        fmt = torch.channels_last_3d if method == "conv3d_cl" else torch.contiguous_format
+        x = torch.empty(shape, memory_format=fmt).normal_(generator=gen)
+        w = torch.randn(c_out, 3 * c_in, 3, 3, 3, generator=gen).div_(math.sqrt(81 * c_in)).to(memory_format=fmt)
+    else:
+        if method == "conv4d_time_major":  # [B, T, X, Y, Z, C] in memory, see to_time_major
+            x = torch.empty(1, nt, nx, ny, nz, c_in).normal_(generator=gen).permute(0, 5, 2, 3, 4, 1)
+        else:
+            x = torch.randn(1, c_in, nx, ny, nz, nt, generator=gen)
+        w = torch.randn(c_out, c_in, 3, 3, 3, 3, generator=gen).div_(math.sqrt(81 * c_in))
+    x, w, b = (t.to(device).requires_grad_() for t in (x, w, torch.zeros(c_out)))
+    plan, s3 = _time_plan(nt, 3, stride, 1, "zeros"), (stride,) * 3
+    calls = {
+        "conv4d": lambda: conv4d(x, w, b, stride, 1),
+        "conv4d_time_major": lambda: conv4d(x, w, b, stride, 1),
+        "conv4d_autograd": lambda: _unfold(_fast_forward(_fold(x), w, b, s3, (1, 1, 1), plan), x),
+        "conv4d_plain": lambda: _conv4d_plain(x, w, b, [stride] * 4, [1] * 4, "zeros"),
+        "loop": lambda: _per_frame_loop(x, w, b, stride),
+        "conv3d": lambda: F.conv3d(x, w, b, stride, 1),
+        "conv3d_cl": lambda: F.conv3d(x, w, b, stride, 1),
+    }
+    return calls[method], (x, w, b)
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _run_once(fn, params, backward: bool, device: str) -> float:
+    for p in params:
+        p.grad = None
+    _sync(device)
+    start = time.perf_counter()
+    if backward:
+        y = fn()
+        y.backward(torch.ones_like(y))
+    else:
+        with torch.no_grad():
+            fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def _peak_bytes(device: str) -> int:
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+
+
+def _conv4d_worker(spec_json: str) -> None:
+    """Subprocess body: time all methods at one layer shape, or measure one method's peak memory; print JSON."""
+    spec = json.loads(spec_json)
+    if spec["threads"]:
+        torch.set_num_threads(spec["threads"])
+    device, (c_in, c_out, size, stride) = spec["device"], spec["case"]
+    if spec["task"] == "memory":  # one measurement per process: the CPU's peak resident set only grows
+        fn, params = _conv4d_problem(c_in, c_out, size, stride, spec["method"], device)
+        if device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated() if device.startswith("cuda") else _peak_bytes(device)
+        _run_once(fn, params, spec["backward"], device)
+        print(json.dumps(_peak_bytes(device) - base))
+        return
+    problems = {m: _conv4d_problem(c_in, c_out, size, stride, m, device) for m in spec["methods"]}
+    times = {m: {"fwd": [], "fb": []} for m in problems}
+    for key, backward in (("fwd", False), ("fb", True)):
+        for fn, params in problems.values():  # warm-up: oneDNN / cuDNN pick and cache their kernels
+            _run_once(fn, params, backward, device)
+        for _ in range(spec["repeats"]):
+            for m, (fn, params) in problems.items():
+                times[m][key].append(_run_once(fn, params, backward, device))
+    print(json.dumps(times))
+
+
+def _run_worker(spec: dict, env: dict) -> dict:
+    scripts = str(ROOT / "scripts")
+    code = f"import sys; sys.path.insert(0, {scripts!r}); import benchmark; benchmark._conv4d_worker(sys.argv[1])"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(spec)], env=env, cwd=ROOT, capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"conv4d benchmark worker failed ({spec}):\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _machine(device: str, threads: int | None) -> str:
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.M)
+        cpu = found.group(1).strip() if found else cpu
+    facts = [
+        f"{cpu}, {os.cpu_count()} logical CPUs",
+        f"{threads or torch.get_num_threads()} torch threads",
+        f"torch {torch.__version__} (oneDNN {torch.backends.mkldnn.is_available() and 'on' or 'off'})",
+    ]
+    if device.startswith("cuda"):
+        facts.insert(0, f"{torch.cuda.get_device_name(device)} (cuDNN {torch.backends.cudnn.version()})")
+    return ", ".join(facts)
+
+
+def _conv4d_section(repeats: int, threads: int | None, device: str, quick: bool) -> str:
+    """Time Conv4d against a per-frame loop and an equal-MAC conv3d at the cardiac network's layer shapes.
+
+    Returns:
+        the section's Markdown (without its heading).
+    """
+    env = {**os.environ, **{k: v for k, v in _WORKER_ENV.items() if k not in os.environ}}
+    load_start = os.getloadavg()
+    rows, notes = [], []
+    for name, c_in, c_out, size, stride in CONV4D_CASES:
+        if quick:  # a smoke run of the script: space / 4
+            size = (size[0] // 4, size[1] // 4, size[2] // 4, size[3])
+            name = f"{name} (quick: {size[0]}x{size[1]}x{size[2]}x{size[3]})"
+        methods = [m for m in CONV4D_METHODS if m not in _ABLATIONS or (stride == 1 and size[0] <= 48)]
+        if stride != 1:
+            methods.remove("conv4d_time_major")
+        case = [c_in, c_out, list(size), stride]
+        common = {"case": case, "threads": threads, "device": device}
+        times = _run_worker({"task": "time", "methods": methods, "repeats": repeats, **common}, env)
+        memory = {
+            m: {
+                k: _run_worker({"task": "memory", "method": m, "backward": k == "fb", **common}, env)
+                for k in ("fwd", "fb")
+            }
+            for m in methods
+        }
+        best = {m: {k: min(v) for k, v in times[m].items()} for m in methods}
+        for m in methods:
+            fwd, fb = times[m]["fwd"], times[m]["fb"]
+            rows.append(
+                f"| {name} | {CONV4D_METHODS[m]} | {min(fwd):.3f} / {statistics.median(fwd):.3f} | "
+                f"{min(fb):.3f} / {statistics.median(fb):.3f} | {best[m]['fwd'] / best['conv3d']['fwd']:.2f} | "
+                f"{best[m]['fb'] / best['conv3d']['fb']:.2f} | {memory[m]['fwd'] / 2**20:.0f} | "
+                f"{memory[m]['fb'] / 2**20:.0f} |"
+            )
+        c4, c3, cl, loop = best["conv4d"], best["conv3d"], best["conv3d_cl"], best["loop"]
+        notes.append(
+            f"- {name}: Conv4d forward+backward {c4['fb'] / c3['fb']:.2f}x one conv3d (target <= 1.0: "
+            f"{'met' if c4['fb'] <= c3['fb'] else 'missed'}), {c4['fb'] / cl['fb']:.2f}x the channels-last conv3d; "
+            f"per-frame loop / Conv4d {loop['fb'] / c4['fb']:.1f}x forward+backward, {loop['fwd'] / c4['fwd']:.1f}x "
+            f"forward (target >= 4: {'met' if loop['fb'] >= 4 * c4['fb'] else 'missed'})"
         )
+        if "conv4d_time_major" in best:
+            notes[-1] += f"; time-major in and out {best['conv4d_time_major']['fb'] / c3['fb']:.2f}x conv3d"
+        if "conv4d_autograd" in best:
+            notes[-1] += (
+                f"; the custom backward saves {1 - c4['fb'] / best['conv4d_autograd']['fb']:.0%} of "
+                "forward+backward against plain autograd through the same forward"
+            )
+        print(f"conv4d benchmark: {name} done", file=sys.stderr)
+    load_end = os.getloadavg()
+    memory_how = (
+        "`torch.cuda.max_memory_allocated` above what the inputs hold"
+        if device.startswith("cuda")
+        else "growth of the process's peak resident set (`ru_maxrss`) over the inputs, one subprocess per "
+        "(shape, method, forward or forward+backward)"
+    )
+    env_note = ", ".join(f"{k}={env[k]}" for k in _WORKER_ENV)
+    return "\n".join(
+        [
+            f"Machine: {_machine(device, threads)}; device {device}; load average "
+            f"{load_start[0]:.1f} at the start and {load_end[0]:.1f} at the end (1 min). Times are best / median "
+            f"of {repeats} runs after one warm-up, all methods of a shape interleaved in one subprocess "
+            f"({env_note}); batch 1, 3x3x3x3 kernels, padding 1 (zeros), float32. Peak memory: {memory_how}. "
+            '"one conv3d, equal multiply-adds" convolves `[T\', 3 C_in, X, Y, Z]` to `C_out` channels with a '
+            "3x3x3 kernel: the multiply-adds of the 4D layer in one call (its input is the time-unfolded "
+            "4D input).",
+            "",
+            "| layer | method | forward (s) | forward+backward (s) | forward / conv3d | forward+backward / conv3d | "
+            "peak forward (MiB) | peak forward+backward (MiB) |",
+            "|---|---|---|---|---|---|---|---|",
+            *rows,
+            "",
+            *notes,
+        ]
+    )
+
+
+def _write_section(path: Path, heading: str, body: str, command: str) -> None:
+    """Write ``## heading`` into the Markdown file at ``path``, replacing that section if present."""
+    section = f"## {heading}\n\nProduced by `{command}` (from the repository root, in the project venv).\n\n{body}\n"
+    text = path.read_text() if path.exists() else "# Benchmarks\n\nRatios come from one run, side by side.\n\n"
+    pattern = re.compile(rf"^## {re.escape(heading)}\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section + "\n", text, count=1).rstrip("\n") + "\n"
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text)
+
+
+def main(
+    repeats: int = 3,
+    out: str | None = None,
+    threads: int | None = None,
+    only: str | None = None,
+    device: str = "cpu",
+    quick: bool = False,
+) -> None:
+    """Run the benchmark sections side by side and print their tables.
+
+    Args:
+        repeats: timed repetitions of each measurement (the median and the best are reported).
+        out: also write each section, with the command that produced it, into this Markdown file (a section
+            already there is replaced, the others are kept).
+        threads: torch intra-op threads (default: torch's choice).
+        only: run one section, ``"abdominal"`` or ``"conv4d"`` (default: all).
+        device: device of the conv4d section, ``"cpu"`` or ``"cuda"`` (the abdominal section runs on the CPU).
+        quick: conv4d section only: space divided by 4, to check the script, not to measure.
+
+    Raises:
+        ValueError: for an unknown section.
+    """
+    if only is not None and only not in SECTIONS:
+        raise ValueError(f"--only must be one of {SECTIONS}; got {only!r}.")
+    if threads:
+        torch.set_num_threads(threads)
+    command = shlex.join(["python", *sys.argv])
+    if only in (None, "abdominal"):
+        text = _abdominal_section(repeats)
+        print(text)
+        if out:
+            _write_section(Path(out), "abdominal_ct_multiorgan_segmentation", text, command)
+    if only in (None, "conv4d"):
+        text = _conv4d_section(repeats, threads, device, quick)
+        print(text)
+        if out:
+            _write_section(Path(out), "Conv4d", text, command)
 
 
 if __name__ == "__main__":
