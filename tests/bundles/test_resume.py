@@ -239,7 +239,11 @@ def test_killed_runs_resume_exactly(bundle, tmp_path):
     for name in ("model.pt", "model_final.pt"):
         assert equal_state_dicts(models / name, tmp_path / "reference" / name), name
     ref_final = load_training_checkpoint(tmp_path / "reference" / "checkpoint_last.pt", map_location="cpu")
-    assert final["engines"] == ref_final["engines"] and final["key_metric_savers"] == ref_final["key_metric_savers"]
+    # the validator's best (it picks model.pt) is the uninterrupted run's; the trainer's own key metric (a training
+    # Dice averaged over an epoch) is not restored mid-epoch: a run resumed inside an epoch averages that epoch over
+    # its remaining iterations only (known limit, see the abdominal card's resume section), so it is not compared
+    assert final["engines"]["validator"] == ref_final["engines"]["validator"]
+    assert final["key_metric_savers"] == ref_final["key_metric_savers"]
 
     # resuming the finished run: says so, trains nothing, rewrites nothing, exits 0
     stamps = {p.name: p.stat().st_mtime_ns for p in models.iterdir()}
