@@ -321,7 +321,7 @@ class SegmentationReport:
         for axis, index in planes:
             where: list[Any] = [slice(None)] * reference.ndim
             if index:
-                where[axis if self.overlay_planes == "annotated" else 2] = index[0]
+                where[axis] = index[0]
                 where[3:] = index[1:]
             plane = tuple(where)
             slices.append(
