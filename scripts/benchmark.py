@@ -51,6 +51,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from common.networks.conv4d import (  # noqa: E402
+    GroupNorm4d,
+    _call_input,
     _conv4d_plain,
     _fast_forward,
     _fold,
@@ -183,6 +185,12 @@ CONV4D_METHODS = {
     "conv3d": "one conv3d, equal multiply-adds",
     "conv3d_cl": "one conv3d, equal multiply-adds, channels_last_3d",
 }
+#: one residual block of the paper (GroupNorm, ReLU, Conv4d, twice, plus the identity), activations contiguous or
+#: time-major: whether keeping the network time-major pays once group normalization is in the way
+CONV4D_BLOCK_METHODS = {
+    "block": "residual block, contiguous activations",
+    "block_time_major": "residual block, time-major activations (`to_time_major`, `GroupNorm4d`)",
+}
 #: the plain path and the plain-autograd ablation only where they fit in memory beside the rest (levels 1 and 2)
 _ABLATIONS = ("conv4d_autograd", "conv4d_plain")
 _WORKER_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**36), "OMP_WAIT_POLICY": "PASSIVE"}
@@ -212,6 +220,8 @@ def _conv4d_problem(c_in: int, c_out: int, size, stride: int, method: str, devic
     """
     gen = torch.Generator().manual_seed(0)
     nx, ny, nz, nt = size
+    if method.startswith("block"):
+        return _block_problem(c_in, size, method, device, gen)
     # inputs are drawn in their final layout: a converted copy would leave the original's freed memory in the heap
     # for the layer to reuse, and the peak-RSS measurement would miss that much
     if method.startswith("conv3d"):  # [B * T', 3 C_in, X, Y, Z] -> C_out: the multiply-adds of the 4D layer
@@ -230,13 +240,39 @@ def _conv4d_problem(c_in: int, c_out: int, size, stride: int, method: str, devic
     calls = {
         "conv4d": lambda: conv4d(x, w, b, stride, 1),
         "conv4d_time_major": lambda: conv4d(x, w, b, stride, 1),
-        "conv4d_autograd": lambda: _unfold(_fast_forward(_fold(x), w, b, s3, (1, 1, 1), plan), x),
+        "conv4d_autograd": lambda: _unfold(
+            _fast_forward([_call_input(_fold(x), c) for c in plan.calls], w, b, s3, (1, 1, 1), plan, 1, size[:3]), x
+        ),
         "conv4d_plain": lambda: _conv4d_plain(x, w, b, [stride] * 4, [1] * 4, "zeros"),
         "loop": lambda: _per_frame_loop(x, w, b, stride),
         "conv3d": lambda: F.conv3d(x, w, b, stride, 1),
         "conv3d_cl": lambda: F.conv3d(x, w, b, stride, 1),
     }
     return calls[method], (x, w, b)
+
+
+def _block_problem(channels: int, size, method: str, device: str, gen: torch.Generator):
+    """One of the paper's residual blocks (section 3.1) on contiguous or time-major activations.
+
+    Returns:
+        ``(fn, params)`` as :py:func:`_conv4d_problem`.
+    """
+    nx, ny, nz, nt = size
+    if method == "block_time_major":
+        x = torch.empty(1, nt, nx, ny, nz, channels).normal_(generator=gen).permute(0, 5, 2, 3, 4, 1)
+    else:
+        x = torch.randn(1, channels, nx, ny, nz, nt, generator=gen)
+    ws = [torch.randn(channels, channels, 3, 3, 3, 3, generator=gen).div_(math.sqrt(81 * channels)) for _ in "ab"]
+    norms = [GroupNorm4d(min(4, channels), channels).to(device) for _ in "ab"]
+    x, *ws = (t.to(device).requires_grad_() for t in (x, *ws))
+
+    def block():
+        h = x
+        for w, norm in zip(ws, norms, strict=True):
+            h = conv4d(F.relu(norm(h)), w, None, 1, 1)
+        return x + h
+
+    return block, (x, *ws, *(p for n in norms for p in n.parameters()))
 
 
 def _sync(device: str) -> None:
@@ -325,14 +361,12 @@ def _conv4d_section(repeats: int, threads: int | None, device: str, quick: bool)
     """
     env = {**os.environ, **{k: v for k, v in _WORKER_ENV.items() if k not in os.environ}}
     load_start = os.getloadavg()
-    rows, notes = [], []
+    rows, notes, block_rows = [], [], []
     for name, c_in, c_out, size, stride in CONV4D_CASES:
         if quick:  # a smoke run of the script: space / 4
             size = (size[0] // 4, size[1] // 4, size[2] // 4, size[3])
             name = f"{name} (quick: {size[0]}x{size[1]}x{size[2]}x{size[3]})"
         methods = [m for m in CONV4D_METHODS if m not in _ABLATIONS or (stride == 1 and size[0] <= 48)]
-        if stride != 1:
-            methods.remove("conv4d_time_major")
         case = [c_in, c_out, list(size), stride]
         common = {"case": case, "threads": threads, "device": device}
         times = _run_worker({"task": "time", "methods": methods, "repeats": repeats, **common}, env)
@@ -366,6 +400,16 @@ def _conv4d_section(repeats: int, threads: int | None, device: str, quick: bool)
                 f"; the custom backward saves {1 - c4['fb'] / best['conv4d_autograd']['fb']:.0%} of "
                 "forward+backward against plain autograd through the same forward"
             )
+        if stride == 1:
+            spec = {"task": "time", "methods": list(CONV4D_BLOCK_METHODS), "repeats": repeats, **common}
+            block = _run_worker(spec, env)
+            bb = {m: min(v["fb"]) for m, v in block.items()}
+            for m in CONV4D_BLOCK_METHODS:
+                fb = block[m]["fb"]
+                block_rows.append(
+                    f"| {name} | {CONV4D_BLOCK_METHODS[m]} | {min(fb):.3f} / {statistics.median(fb):.3f} | "
+                    f"{bb[m] / bb['block']:.2f} |"
+                )
         print(f"conv4d benchmark: {name} done", file=sys.stderr)
     load_end = os.getloadavg()
     memory_how = (
@@ -391,6 +435,13 @@ def _conv4d_section(repeats: int, threads: int | None, device: str, quick: bool)
             *rows,
             "",
             *notes,
+            "",
+            "One residual block of the paper (section 3.1: GroupNorm, ReLU, 3x3x3x3 Conv4d, twice, plus the "
+            "identity; 4 groups), forward+backward, timed the same way in its own subprocess per level:",
+            "",
+            "| level | activations | forward+backward (s), best / median | / contiguous |",
+            "|---|---|---|---|",
+            *block_rows,
         ]
     )
 

@@ -17,41 +17,48 @@ Layout: tensors are ``[B, C, X, Y, Z, T]``, time last. How the layer computes it
   parity. One ``conv3d`` per parity (``min(s_t, k_t)`` calls, 2 for a 3x3x3x3 kernel), each over the frames of
   that parity only and with the kernels of the offsets that read them, then the same shifted sum: only the frames
   kept are computed.
+- the input frames each ``conv3d`` reads are gathered straight from the input in one pass (for time stride 2, the
+  frames of one parity; in any input layout), and those gathered inputs are what the layer keeps for the backward,
+  not the input: for stride 1, and for stride 2 with zero padding, they hold exactly the input's elements, so the
+  backward never gathers them again.
 - backward (a custom :py:class:`torch.autograd.Function`): the gradient of the stacked convolution's output is
   built once from the output gradient (the shifted sum's adjoint), then one ``convolution_backward`` call per
-  ``conv3d`` gives the input and weight gradients together; only the input and the weight are saved, never the
-  ``k_t``-times larger stacked output (the folded copy of the input is made again rather than kept). Plain autograd
-  through the same forward allocates a full-size zero gradient per slice of the shifted sum; the custom backward
-  took a third off forward+backward at the paper's first layer (``BENCHMARKS.md``, "Conv4d"). It is first-order
-  only (``once_differentiable``).
+  ``conv3d`` gives the input and weight gradients together; the ``k_t``-times larger stacked output is never kept.
+  For several calls (time stride 2), each call's input gradient is written straight into its frames of the result,
+  in the input's layout. Plain autograd through the same forward allocates a full-size zero gradient per slice of
+  the shifted sum; the custom backward took a third off forward+backward at the paper's first layer
+  (``BENCHMARKS.md``, "Conv4d"). It is first-order only (``once_differentiable``).
 - a Python loop runs over the ``k_t`` time offsets (and the padded edge frames they read), never over output frames.
 
 Inside, activations are "folded": ``[B, T, X, Y, Z, C]`` in memory, i.e. time in the batch and ``channels_last_3d``
-for ``conv3d``, which oneDNN ran about twice as fast as the default layout here (cuDNN's 3D kernels work in that
-layout too). The layout of the output follows the input's, as ``channels_last`` does in PyTorch: a contiguous input
-gives a contiguous output, a folded input (:py:func:`to_time_major`) a folded output, which saves the two
-transposes around the layer; ``torch.nn.GroupNorm`` returns contiguous tensors, so Conv4d -> GroupNorm -> Conv4d
-gains nothing from it.
+for ``conv3d``, which oneDNN ran about twice as fast as the default layout here at 8 channels (cuDNN's 3D kernels
+work in that layout too). The layout of the output follows the input's, as ``channels_last`` does in PyTorch: a
+contiguous input gives a contiguous output, a folded input (:py:func:`to_time_major`) a folded output, which saves
+the transposes around the layer (a transpose of a 6-D tensor costs several plain copies: at 32 channels they are
+what is left between this layer and one equal-MAC ``conv3d``). ``torch.nn.GroupNorm`` returns contiguous tensors;
+:py:class:`GroupNorm4d` (the same normalization) and :py:class:`UpSample4d` keep a folded input folded, so the
+paper's network can stay time-major from its first layer to its last (``BENCHMARKS.md``: its residual block ran
+faster that way at every level).
 
 Autocast: the layer casts its input, weight and bias to the autocast dtype, as autocast does for ``conv3d``, and
 runs its custom backward in that dtype. ``torch.utils.checkpoint`` (re-entrant or not) works as for any layer.
 Device and dtype follow the input (CPU and CUDA alike: only ``conv3d`` and its backward touch the device).
 
-Export: :py:class:`Conv4d` and :py:class:`UpSample4d` compile with ``torch.jit.script`` (the scripted forward uses
-a plain-autograd implementation: time padded explicitly, one ``conv3d`` per time-stride phase, slices and adds) and
-trace with ``torch.jit.trace`` and ``torch.export.export`` (the same plain path is taken whenever
-``torch.jit.is_tracing()``, ``torch.onnx.is_in_onnx_export()`` or ``torch.compiler.is_compiling()`` is true), so
-the graphs hold only ``conv3d``/``convolution``, ``constant_pad_nd``/``index_select``, slicing, ``add`` and
-``permute``, all of which ONNX has. ONNX export itself is not tested here (the environment has neither ``onnx`` nor
-``onnxscript``).
+Export: :py:class:`Conv4d`, :py:class:`GroupNorm4d` and :py:class:`UpSample4d` compile with ``torch.jit.script``
+(Conv4d's scripted forward uses a plain-autograd implementation: time padded explicitly, one ``conv3d`` per
+time-stride phase, slices and adds) and trace with ``torch.jit.trace`` and ``torch.export.export`` (the same plain
+path is taken whenever ``torch.jit.is_tracing()``, ``torch.onnx.is_in_onnx_export()`` or
+``torch.compiler.is_compiling()`` is true), so the graphs hold only ``conv3d``/``convolution``,
+``constant_pad_nd``/``index_select``, slicing, ``add``, ``permute``/``reshape`` and ``group_norm``, all of which ONNX
+has. ONNX export itself is not tested here (the environment has neither ``onnx`` nor ``onnxscript``).
 
-MONAI's layer factories: :py:func:`register_monai_4d` wraps the ``Conv.CONV`` factory function so that dimension 4
-gives :py:class:`Conv4d` and dimensions 1-3 go to MONAI's original function; then ``Convolution(spatial_dims=4,
-...)``, ``ResidualUnit(spatial_dims=4, ...)`` and other blocks built on ``Conv[Conv.CONV, spatial_dims]`` build 4D
-layers. Only the convolution is registered: group normalization (``Norm["group", 4]``, the paper's) already works
-on any rank, while MONAI's instance and batch normalization, transposed convolution, pooling and ``UpSample`` have
-no 4D form here (use :py:class:`UpSample4d` for the paper's nearest-neighbour up-sampling). Because ``Convolution``
-does not pass a time padding mode, :py:func:`set_time_padding_mode` sets it on the layers built that way.
+MONAI's layer factories: :py:func:`register_monai_4d` wraps the ``Conv.CONV`` and ``Norm.GROUP`` factory functions
+so that dimension 4 gives :py:class:`Conv4d` and :py:class:`GroupNorm4d` and dimensions 1-3 go to MONAI's original
+functions; then ``Convolution(spatial_dims=4, ...)``, ``ResidualUnit(spatial_dims=4, ...)`` and other blocks built
+on ``Conv[Conv.CONV, spatial_dims]`` build 4D layers. MONAI's instance and batch normalization, transposed
+convolution, pooling and ``UpSample`` have no 4D form here (use :py:class:`UpSample4d` for the paper's
+nearest-neighbour up-sampling). Because ``Convolution`` does not pass a time padding mode,
+:py:func:`set_time_padding_mode` sets it on the layers built that way.
 """
 
 from __future__ import annotations
@@ -67,8 +74,10 @@ import torch.nn.functional as F
 __all__ = [
     "TIME_PADDING_MODES",
     "Conv4d",
+    "GroupNorm4d",
     "UpSample4d",
     "conv4d",
+    "group_norm4d",
     "register_monai_4d",
     "set_time_padding_mode",
     "to_time_major",
@@ -291,18 +300,24 @@ def _index(values: tuple[int, ...], device: torch.device) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.long, device=device)
 
 
-def _call_input(xm: torch.Tensor, call: _Call) -> torch.Tensor:
-    """Select the input frames of one ``conv3d`` call from the folded input.
+def _call_input(xv: torch.Tensor, call: _Call) -> torch.Tensor:
+    """Gather the input frames of one ``conv3d`` call, time folded into the batch, in one pass over them.
+
+    Args:
+        xv: the input seen as ``[B, T, X, Y, Z, C]`` (``x.permute(0, 5, 2, 3, 4, 1)``, any strides).
+        call: the call.
 
     Returns:
-        ``[B * n, C, X, Y, Z]`` in ``channels_last_3d`` memory order.
+        ``[B * n, C, X, Y, Z]`` in ``channels_last_3d`` memory order (a view of ``xv`` when it is contiguous and the
+        call reads every frame).
     """
     if call.frame_slice is not None:
         start, stop, step = call.frame_slice
-        frames = xm if (start, stop, step) == (0, xm.shape[1], 1) else xm[:, start:stop:step]
+        frames = xv if (start, stop, step) == (0, xv.shape[1], 1) else xv[:, start:stop:step]
     else:
-        frames = xm.index_select(1, _index(call.frames, xm.device))
-    return frames.reshape(-1, *xm.shape[2:]).permute(0, 4, 1, 2, 3)
+        frames = xv.index_select(1, _index(call.frames, xv.device))
+    frames = frames.contiguous()
+    return frames.view(-1, *frames.shape[2:]).permute(0, 4, 1, 2, 3)
 
 
 def _call_weight(weight: torch.Tensor, call: _Call) -> torch.Tensor:
@@ -326,30 +341,49 @@ def _channels_last(t: torch.Tensor) -> torch.Tensor:
 
 
 def _fast_forward(
-    xm: torch.Tensor,
+    inputs: list[torch.Tensor],
     weight: torch.Tensor,
     bias: torch.Tensor | None,
     stride: tuple[int, int, int],
     padding: tuple[int, int, int],
     plan: _Plan,
+    batch_size: int,
+    spatial: tuple[int, int, int],
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Make the ``conv3d`` calls of ``plan`` on the folded input and sum their outputs with the right time shifts.
+    """Make the ``conv3d`` calls of ``plan`` on their gathered inputs and sum their outputs with the right time shifts.
+
+    Args:
+        inputs: the gathered input of each call (:py:func:`_call_input`).
+        weight: ``[C_out, C_in, kx, ky, kz, kt]``.
+        bias: ``[C_out]`` or None.
+        stride: spatial stride.
+        padding: spatial padding.
+        plan: the time plan.
+        batch_size: ``B``.
+        spatial: the input's ``(X, Y, Z)``.
+        out: a contiguous ``[B, T_out, X', Y', Z', C_out]`` to write into, or None to allocate one.
 
     Returns:
-        the folded output ``[B, T_out, X', Y', Z', C_out]``.
+        the folded output ``[B, T_out, X', Y', Z', C_out]`` (``out`` when given).
     """
-    batch, c_out, t_out = xm.shape[0], weight.shape[0], plan.t_out
-    out = None
-    for call in plan.calls:
-        z = F.conv3d(_call_input(xm, call), _call_weight(weight, call), None, stride, padding)
+    batch, c_out, t_out = batch_size, weight.shape[0], plan.t_out
+    if out is None:
+        sizes = zip(spatial, padding, weight.shape[2:5], stride, strict=True)
+        out_shape = (batch, t_out, *[(n + 2 * p - k) // s + 1 for n, p, k, s in sizes], c_out)
+        out = weight.new_empty(out_shape)
+    started = False
+    for call, xc in zip(plan.calls, inputs, strict=True):
+        z = F.conv3d(xc, _call_weight(weight, call), None, stride, padding)
         z = _channels_last(z).view(batch, len(call.frames), *z.shape[2:], len(call.groups), c_out)
         first = None
-        if out is None:  # start from a term that covers every output frame, else from zeros
+        if not started:  # start from a term that covers every output frame, else from zeros
             first = next((term for term in call.terms if term.length == t_out), None)
             if first is None:
-                out = z.new_zeros(batch, t_out, *z.shape[2:5], c_out)
-            else:  # a copy, or z itself when it is that one term (k_t = 1): nothing else then reads z
-                out = z[:, first.row0 : first.row0 + t_out, :, :, :, first.slot].contiguous()
+                out.zero_()
+            else:
+                out.copy_(z[:, first.row0 : first.row0 + t_out, :, :, :, first.slot])
+            started = True
         for term in call.terms:
             if term is first:
                 continue
@@ -359,9 +393,8 @@ def _fast_forward(
                 rest = z.select(5, term.slot).index_select(1, _index(term.rest_rows, z.device))
                 out.index_add_(1, _index(term.rest_t, z.device), rest)
         del z
-    if out is None:  # no frame reaches any kernel offset (zero padding wider than the kernel): bias only
-        sizes = zip(xm.shape[2:5], padding, weight.shape[2:5], stride, strict=True)
-        out = xm.new_zeros(batch, t_out, *[(n + 2 * p - k) // s + 1 for n, p, k, s in sizes], c_out)
+    if not started:  # no frame reaches any kernel offset (zero padding wider than the kernel): bias only
+        out.zero_()
     if bias is not None:
         out += bias
     return out
@@ -372,25 +405,52 @@ class _Conv4dFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, stride, padding, plan):
-        ctx.save_for_backward(x, weight)
-        ctx.conv = (stride, padding, plan, bias is not None)
-        return _unfold(_fast_forward(_fold(x), weight, bias, stride, padding, plan), x)
+        xv = x.permute(0, 5, 2, 3, 4, 1)
+        inputs = [_call_input(xv, call) for call in plan.calls]
+        # the gathered inputs are kept rather than x: the backward needs them in this layout, and for the layers used
+        # (stride 1, or stride 2 with every frame read once) they hold exactly x's elements
+        ctx.save_for_backward(weight, *inputs)
+        folded = _is_folded(x)
+        ctx.conv = (stride, padding, plan, bias is not None, tuple(x.shape), folded)
+        spatial = tuple(x.shape[2:5])
+        if not folded:
+            out = _fast_forward(inputs, weight, bias, stride, padding, plan, x.shape[0], spatial)
+            return out.permute(0, 5, 2, 3, 4, 1).contiguous()
+        # a folded output must not be a view made here (autograd refuses in-place changes of such views, e.g. a
+        # residual "+="): allocate it as a tensor of its own with the folded strides, and fill it through a view
+        sizes = zip(spatial, padding, weight.shape[2:5], stride, strict=True)
+        folded_shape = (x.shape[0], plan.t_out, *[(n + 2 * p - k) // s + 1 for n, p, k, s in sizes], weight.shape[0])
+        strides = [math.prod(folded_shape[i + 1 :]) for i in range(6)]  # of the contiguous folded order
+        result = torch.empty_strided(
+            [folded_shape[i] for i in (0, 5, 2, 3, 4, 1)],
+            [strides[i] for i in (0, 5, 2, 3, 4, 1)],
+            dtype=weight.dtype,
+            device=weight.device,
+        )
+        view = result.permute(0, 5, 2, 3, 4, 1)
+        _fast_forward(inputs, weight, bias, stride, padding, plan, x.shape[0], spatial, view)
+        return result
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
-        x, weight = ctx.saved_tensors
-        stride, padding, plan, has_bias = ctx.conv
+        weight, *inputs = ctx.saved_tensors
+        stride, padding, plan, has_bias, x_shape, folded = ctx.conv
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        batch, c_out = x.shape[0], weight.shape[0]
+        batch, c_out = x_shape[0], weight.shape[0]
         gy = _fold(grad_out)  # [B, T_out, X', Y', Z', C_out]
-        xm = _fold(x)
-        grad_xm = grad_w = None
-        if need_x and not (len(plan.calls) == 1 and plan.calls[0].frames == tuple(range(x.shape[5]))):
-            grad_xm = (torch.empty_like if plan.frames_partitioned else torch.zeros_like)(xm)
+        single = len(plan.calls) == 1 and plan.calls[0].frames == tuple(range(x_shape[5]))
+        grad_x = grad_xv = grad_w = None
+        if need_x and not single:  # written frame by frame, straight into the input's layout
+            layout = (0, 5, 2, 3, 4, 1) if folded else (0, 1, 2, 3, 4, 5)
+            shape = [x_shape[i] for i in layout]
+            grad_x = (torch.empty if plan.frames_partitioned else torch.zeros)(
+                shape, dtype=gy.dtype, device=gy.device
+            ).permute(*layout)  # the permutation is its own inverse
+            grad_xv = grad_x.permute(0, 5, 2, 3, 4, 1)
         if need_w:
             grad_w = torch.zeros_like(weight)
-        for call in plan.calls:
+        for call, xc in zip(plan.calls, inputs, strict=True):
             n_frames, n_groups = len(call.frames), len(call.groups)
             gz = gy.new_empty(batch, n_frames, *gy.shape[2:5], n_groups, c_out)
             for term in call.terms:  # the adjoint of the shifted sum
@@ -403,7 +463,7 @@ class _Conv4dFunction(torch.autograd.Function):
                     slot.index_add_(1, _index(term.rest_rows, gy.device), rest)
             gx, gw, _ = torch.ops.aten.convolution_backward(
                 gz.view(batch * n_frames, *gy.shape[2:5], n_groups * c_out).permute(0, 4, 1, 2, 3),
-                _call_input(xm, call),
+                xc,
                 _call_weight(weight, call),
                 None,
                 list(stride),
@@ -416,20 +476,21 @@ class _Conv4dFunction(torch.autograd.Function):
             )
             del gz
             if need_x:
-                gx = _channels_last(gx).view(batch, n_frames, *xm.shape[2:])
-                if grad_xm is None:
-                    grad_xm = gx
+                gx = _channels_last(gx).view(batch, n_frames, *x_shape[2:5], x_shape[1])
+                if single:
+                    grad_x = gx.permute(0, 5, 2, 3, 4, 1)
+                    if not folded:
+                        grad_x = grad_x.contiguous()
                 elif call.frame_slice is not None:
                     start, stop, step = call.frame_slice
-                    target = grad_xm[:, start:stop:step]
+                    target = grad_xv[:, start:stop:step]
                     target.copy_(gx) if plan.frames_partitioned else target.add_(gx)
                 else:
                     index = _index(call.frames, gx.device)
-                    grad_xm.index_copy_(1, index, gx) if plan.frames_partitioned else grad_xm.index_add_(1, index, gx)
+                    grad_xv.index_copy_(1, index, gx) if plan.frames_partitioned else grad_xv.index_add_(1, index, gx)
             if need_w:
                 gw = gw.reshape(n_groups, c_out, *weight.shape[1:5]).permute(1, 2, 3, 4, 5, 0)
                 grad_w.index_copy_(5, _index(call.groups, gw.device), gw)
-        grad_x = _unfold(grad_xm, x) if need_x else None
         grad_b = grad_out.sum(dim=(0, 2, 3, 4, 5)) if (need_b and has_bias) else None
         return grad_x, grad_w, grad_b, None, None, None
 
@@ -654,7 +715,7 @@ def _upsample_nearest(x: torch.Tensor, scale: list[int]) -> torch.Tensor:
     """Repeat every voxel ``scale[d]`` times along dimension ``d`` of (X, Y, Z, T) (TorchScript-compatible).
 
     Returns:
-        ``[B, C, sx X, sy Y, sz Z, st T]``, contiguous.
+        ``[B, C, sx X, sy Y, sz Z, st T]``, folded (:py:func:`to_time_major`) when ``x`` is, else contiguous.
 
     Raises:
         ValueError: when ``x`` is not 6-D.
@@ -662,6 +723,11 @@ def _upsample_nearest(x: torch.Tensor, scale: list[int]) -> torch.Tensor:
     if x.dim() != 6:
         raise ValueError(f"4D up-sampling expects an input [B, C, X, Y, Z, T] (6-D), got shape {x.shape}.")
     b, c, nx, ny, nz, nt = x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4], x.shape[5]
+    if _is_folded(x):  # repeat in the [B, T, X, Y, Z, C] memory order, so the result stays folded
+        m = x.permute(0, 5, 2, 3, 4, 1).reshape(b, nt, 1, nx, 1, ny, 1, nz, 1, c)
+        m = m.expand(b, nt, scale[3], nx, scale[0], ny, scale[1], nz, scale[2], c)
+        m = m.reshape(b, nt * scale[3], nx * scale[0], ny * scale[1], nz * scale[2], c)
+        return m.permute(0, 5, 2, 3, 4, 1)
     x = x.reshape(b, c, nx, 1, ny, 1, nz, 1, nt, 1)
     x = x.expand(b, c, nx, scale[0], ny, scale[1], nz, scale[2], nt, scale[3])
     return x.reshape(b, c, nx * scale[0], ny * scale[1], nz * scale[2], nt * scale[3])
@@ -678,7 +744,7 @@ def upsample_nearest4d(x: torch.Tensor, scale_factor: int | Sequence[int] = 2) -
         scale_factor: one int or four (X, Y, Z, T), each >= 1; the paper's is 2.
 
     Returns:
-        ``[B, C, sx X, sy Y, sz Z, st T]``, contiguous.
+        ``[B, C, sx X, sy Y, sz Z, st T]``, folded when ``x`` is (:py:func:`to_time_major`), else contiguous.
 
     Raises:
         ValueError: for a bad ``scale_factor`` or an input that is not 6-D.
@@ -718,12 +784,74 @@ class UpSample4d(torch.nn.Module):
         return _upsample_nearest(x, self.scale_factor)
 
 
+def group_norm4d(
+    x: torch.Tensor,
+    num_groups: int,
+    weight: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    eps: float = 1e-5,
+) -> torch.Tensor:
+    """Group normalization of ``[B, C, X, Y, Z, T]`` that keeps a folded input folded (cardiac 4D CNN paper, 3.1).
+
+    The paper's blocks normalise with group normalization (its reference [14]); ``F.group_norm`` already computes it
+    on any rank, statistics over the channels of a group and all of (X, Y, Z, T), but it returns a contiguous tensor,
+    so a time-major network (:py:func:`to_time_major`) would pay a transpose before every Conv4d. For a folded input
+    this normalises the same memory seen as a ``channels_last_3d`` tensor ``[B, C, T * X, Y, Z]`` (the same
+    statistics: the group's channels and every voxel of every frame), which PyTorch's CPU kernel returns in that
+    layout, i.e. folded again. Any other layout goes to ``F.group_norm`` unchanged.
+
+    Args:
+        x: ``[B, C, X, Y, Z, T]``.
+        num_groups: groups, dividing ``C``.
+        weight: per-channel scale ``[C]`` or None.
+        bias: per-channel shift ``[C]`` or None.
+        eps: added to the variance.
+
+    Returns:
+        the normalised ``x``, folded when ``x`` is (on devices whose kernel keeps ``channels_last_3d``; otherwise a
+        folded copy), else as ``F.group_norm`` returns it.
+
+    Raises:
+        ValueError: when ``x`` is not 6-D.
+    """
+    if x.dim() != 6:
+        raise ValueError(f"group_norm4d expects an input [B, C, X, Y, Z, T] (6-D), got shape {x.shape}.")
+    if not _is_folded(x):
+        return F.group_norm(x, num_groups, weight, bias, eps)
+    b, c, nx, ny, nz, nt = x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4], x.shape[5]
+    v = x.permute(0, 5, 2, 3, 4, 1).reshape(b, nt * nx, ny, nz, c).permute(0, 4, 1, 2, 3)
+    out = F.group_norm(v, num_groups, weight, bias, eps)
+    return out.permute(0, 2, 3, 4, 1).reshape(b, nt, nx, ny, nz, c).permute(0, 5, 2, 3, 4, 1)
+
+
+class GroupNorm4d(torch.nn.GroupNorm):
+    """``torch.nn.GroupNorm`` for ``[B, C, X, Y, Z, T]`` that keeps a folded (time-major) input folded.
+
+    Same parameters, state dict and results as ``torch.nn.GroupNorm``; see :py:func:`group_norm4d`.
+    :py:func:`register_monai_4d` makes MONAI's ``Norm["group", 4]`` build it.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise ``x``.
+
+        Args:
+            x: ``[B, C, X, Y, Z, T]``.
+
+        Returns:
+            the normalised ``x``, in ``x``'s layout (folded or contiguous).
+        """
+        if torch.jit.is_scripting():
+            return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+        return group_norm4d(x, self.num_groups, self.weight, self.bias, self.eps)
+
+
 def to_time_major(x: torch.Tensor) -> torch.Tensor:
     """Lay ``x`` out in memory as Conv4d works inside: time-major and channels-last, ``[B, T, X, Y, Z, C]``.
 
     The shape and values stay those of ``[B, C, X, Y, Z, T]``; only the strides change (as ``.to(memory_format=
-    torch.channels_last_3d)`` does for 5-D tensors). :py:class:`Conv4d` returns a folded output for a folded input,
-    which saves its two transposes; element-wise layers keep the layout, ``torch.nn.GroupNorm`` does not.
+    torch.channels_last_3d)`` does for 5-D tensors). :py:class:`Conv4d`, :py:class:`GroupNorm4d` and
+    :py:class:`UpSample4d` return a folded output for a folded input, which saves Conv4d's two transposes;
+    element-wise layers and sums of two folded tensors keep the layout, ``torch.nn.GroupNorm`` does not.
 
     Args:
         x: ``[B, C, X, Y, Z, T]``.
@@ -735,32 +863,34 @@ def to_time_major(x: torch.Tensor) -> torch.Tensor:
         ValueError: when ``x`` is not 6-D.
     """
     if x.dim() != 6:
-        raise ValueError(f"expected [B, C, X, Y, Z, T] (6-D), got shape {tuple(x.shape)}.")
+        raise ValueError(f"expected [B, C, X, Y, Z, T] (6-D), got shape {x.shape}.")
     return _fold(x).permute(0, 5, 2, 3, 4, 1)
 
 
 def register_monai_4d() -> None:
-    """Let MONAI's ``Conv`` layer factory build :py:class:`Conv4d` for ``spatial_dims=4`` (idempotent).
+    """Let MONAI's layer factories build 4D layers for ``spatial_dims=4`` (idempotent).
 
-    Replaces the factory function of ``Conv.CONV`` by one that returns :py:class:`Conv4d` for dimension 4 and calls
-    the function it replaces for every other dimension, so 1-3D layers are unchanged. After it,
-    ``monai.networks.blocks.Convolution(spatial_dims=4, ...)`` and ``ResidualUnit(spatial_dims=4, ...)`` build
-    4D convolutions (with ``norm=("group", {...})``; MONAI's instance and batch norms have no 4D form). Nothing is
-    registered on import: call this before building such blocks.
+    Replaces the factory function of ``Conv.CONV`` by one that returns :py:class:`Conv4d` for dimension 4, and that
+    of ``Norm.GROUP`` by one that returns :py:class:`GroupNorm4d` for dimension 4 (``torch.nn.GroupNorm`` computes the
+    same but does not keep a time-major layout); every other dimension goes to the function replaced, so 1-3D layers
+    are unchanged. After it, ``monai.networks.blocks.Convolution(spatial_dims=4, ...)`` and
+    ``ResidualUnit(spatial_dims=4, ...)`` build 4D convolutions (with ``norm=("group", {...})``; MONAI's instance and
+    batch norms have no 4D form). Nothing is registered on import: call this before building such blocks.
     """
-    from monai.networks.layers.factories import Conv  # here, not at import: the layer itself needs no MONAI
+    from monai.networks.layers.factories import Conv, Norm  # here, not at import: the layers need no MONAI
 
-    original = Conv.components["CONV"].value
-    if getattr(original, "conv4d_registered", False):
-        return
+    for factory, name, layer in ((Conv, "CONV", Conv4d), (Norm, "GROUP", GroupNorm4d)):
+        original = factory.components[name].value
+        if getattr(original, "conv4d_registered", False):
+            continue
 
-    @functools.wraps(original)
-    def conv_factory(dim: int) -> type[torch.nn.Module]:
-        return Conv4d if dim == 4 else original(dim)
+        def layer_factory(dim: int | None = None, _original=original, _layer=layer) -> type[torch.nn.Module]:
+            return _layer if dim == 4 else _original(dim)
 
-    conv_factory.conv4d_registered = True
-    conv_factory.__doc__ = (original.__doc__ or "") + "\nDimension 4: common.networks.conv4d.Conv4d.\n"
-    Conv.add("CONV", Conv.components["CONV"].description, conv_factory)
+        functools.update_wrapper(layer_factory, original)
+        layer_factory.conv4d_registered = True
+        layer_factory.__doc__ = (original.__doc__ or "") + f"\nDimension 4: common.networks.conv4d.{layer.__name__}.\n"
+        factory.add(name, factory.components[name].description, layer_factory)
 
 
 def set_time_padding_mode(module: torch.nn.Module, mode: str) -> int:

@@ -19,8 +19,10 @@ from common.networks import conv4d as conv4d_module
 from common.networks.conv4d import (
     TIME_PADDING_MODES,
     Conv4d,
+    GroupNorm4d,
     UpSample4d,
     conv4d,
+    group_norm4d,
     register_monai_4d,
     set_time_padding_mode,
     to_time_major,
@@ -288,19 +290,36 @@ def test_bad_inputs():
         set_time_padding_mode(layer, "wrap")
 
 
-def test_time_major_layout_follows_the_input():
+@pytest.mark.parametrize(
+    ("stride", "mode"),
+    [(1, "circular"), (2, "zeros"), (2, "reflect"), (2, "circular")],  # stride 2 reflect: frames read twice
+)
+def test_time_major_layout_follows_the_input(stride, mode):
     x, w, b = make((2, 3, 4, 5, 3, 6), 4, 3)
     xt = to_time_major(x.detach()).requires_grad_()
     assert torch.equal(xt, x) and xt.permute(0, 5, 2, 3, 4, 1).is_contiguous()
-    y, yt = conv4d(x, w, b, 1, 1, "circular"), conv4d(xt, w, b, 1, 1, "circular")
+    y, yt = conv4d(x, w, b, stride, 1, mode), conv4d(xt, w, b, stride, 1, mode)
     assert y.is_contiguous() and yt.permute(0, 5, 2, 3, 4, 1).is_contiguous() and not yt.is_contiguous()
     torch.testing.assert_close(yt, y, atol=1e-12, rtol=0)
+    torch.testing.assert_close(y, reference_conv4d(x, w, b, stride, 1, mode), atol=1e-10, rtol=0)
     g = torch.randn_like(y)
-    (gx,) = torch.autograd.grad(y, x, g)
-    (gxt,) = torch.autograd.grad(yt, xt, g)
+    gx, gw = torch.autograd.grad(y, (x, w), g)
+    gxt, gwt = torch.autograd.grad(yt, (xt, w), g)
     torch.testing.assert_close(gxt, gx, atol=1e-12, rtol=0)
-    # a non-contiguous input of neither layout (a slice) works too
-    torch.testing.assert_close(conv4d(x[:, :, ::2], w, b, 1, 1), conv4d(x[:, :, ::2].contiguous(), w, b, 1, 1))
+    torch.testing.assert_close(gwt, gw, atol=1e-12, rtol=0)
+    # the input gradient comes back in the input's layout
+    assert gx.is_contiguous() and gxt.permute(0, 5, 2, 3, 4, 1).is_contiguous()
+    # a folded output is a tensor of its own, not a view: a residual "+=" on it is allowed and differentiates
+    yt2 = conv4d(xt, w, b, stride, 1, mode)
+    yt2 += 1.0
+    torch.testing.assert_close(torch.autograd.grad(yt2, xt, g)[0], gx, atol=1e-12, rtol=0)
+    # a non-contiguous input of neither layout (a slice) works too, gradients included
+    sliced = x[:, :, ::2]
+    dense = x.detach()[:, :, ::2].contiguous().requires_grad_()
+    ys, yd = conv4d(sliced, w, b, stride, 1, mode), conv4d(dense, w, b, stride, 1, mode)
+    torch.testing.assert_close(ys, yd)
+    gs = torch.randn_like(ys)
+    torch.testing.assert_close(torch.autograd.grad(ys, x, gs)[0][:, :, ::2], torch.autograd.grad(yd, dense, gs)[0])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -359,6 +378,48 @@ def test_upsample_nearest4d():
         UpSample4d((2, 2))
 
 
+@pytest.mark.parametrize("scale", [2, (1, 2, 3, 2)])
+def test_upsample_keeps_a_time_major_input_time_major(scale):
+    x = torch.randn(2, 3, 3, 4, 2, 5, dtype=DT)
+    xt = to_time_major(x).requires_grad_()
+    y = upsample_nearest4d(xt, scale)
+    assert torch.equal(y, upsample_nearest4d(x, scale))
+    assert y.permute(0, 5, 2, 3, 4, 1).is_contiguous() and not y.is_contiguous()
+    y.sum().backward()
+    assert torch.equal(xt.grad, torch.full_like(x, float(math.prod(_quad(scale)))))
+
+
+def _quad(scale):
+    return [scale] * 4 if isinstance(scale, int) else list(scale)
+
+
+@pytest.mark.parametrize("shape", [(2, 4, 3, 3, 2, 5), (1, 8, 4, 2, 3, 1)])
+def test_group_norm4d_keeps_a_time_major_input_time_major(shape):
+    """Same values and gradients as torch.nn.GroupNorm on the contiguous tensor, and the folded layout kept."""
+    torch.manual_seed(0)
+    norm = GroupNorm4d(2, shape[1]).double()
+    plain = torch.nn.GroupNorm(2, shape[1]).double()
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    plain.load_state_dict(norm.state_dict())
+    x = (torch.randn(*shape, dtype=DT) * 3 + 1).requires_grad_()
+    xt = to_time_major(x.detach()).requires_grad_()
+    y, yt = plain(x), norm(xt)
+    assert yt.permute(0, 5, 2, 3, 4, 1).is_contiguous() and not yt.is_contiguous()
+    torch.testing.assert_close(yt, y, atol=1e-12, rtol=0)
+    torch.testing.assert_close(norm(x), y, atol=1e-12, rtol=0)  # a contiguous input: plain group norm
+    assert norm(x).is_contiguous()
+    g = torch.randn_like(y)
+    want = torch.autograd.grad(y, (x, plain.weight, plain.bias), g)
+    got = torch.autograd.grad(yt, (xt, norm.weight, norm.bias), g)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
+    with pytest.raises(ValueError, match="6-D"):
+        group_norm4d(torch.randn(1, 4, 2, 2, 2), 2)
+    assert torch.jit.script(norm)(xt).allclose(y)
+
+
 def test_group_norm_works_on_6d_tensors():
     torch.manual_seed(0)
     norm = torch.nn.GroupNorm(2, 4)
@@ -385,12 +446,12 @@ def test_group_norm_works_on_6d_tensors():
 @pytest.fixture
 def monai_4d():
     """register_monai_4d() for one test, then MONAI's own factory back (other tests see MONAI unchanged)."""
-    from monai.networks.layers.factories import Conv
+    from monai.networks.layers.factories import Conv, Norm
 
-    saved = Conv.components["CONV"]
+    saved, saved_norm = Conv.components["CONV"], Norm.components["GROUP"]
     register_monai_4d()
     yield Conv
-    Conv.components["CONV"] = saved
+    Conv.components["CONV"], Norm.components["GROUP"] = saved, saved_norm
 
 
 def test_monai_factory_builds_conv4d(monai_4d):
@@ -401,10 +462,14 @@ def test_monai_factory_builds_conv4d(monai_4d):
     assert monai_4d.components["CONV"].value is conv_factory
     assert monai_4d[monai_4d.CONV, 4] is Conv4d
     assert [monai_4d[monai_4d.CONV, d] for d in (1, 2, 3)] == [torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d]
+    from monai.networks.layers.factories import Norm
+
+    assert Norm[Norm.GROUP, 4] is GroupNorm4d and [Norm[Norm.GROUP, d] for d in (1, 2, 3)] == [torch.nn.GroupNorm] * 3
 
     torch.manual_seed(0)
     block = Convolution(4, 2, 4, strides=2, kernel_size=3, norm=("group", {"num_groups": 2}), act="relu")
     assert isinstance(block.conv, Conv4d) and block.conv.padding == [1, 1, 1, 1]
+    assert isinstance(block.adn.N, GroupNorm4d)
     x = torch.randn(1, 2, 6, 5, 4, 6)
     by_hand = F.relu(F.group_norm(conv4d(x, block.conv.weight, block.conv.bias, 2, 1), 2))
     torch.testing.assert_close(block(x), by_hand)
@@ -427,6 +492,8 @@ def test_registration_is_explicit():
         "import common.networks.conv4d\n"
         "from monai.networks.layers.factories import Conv\n"
         "assert not getattr(Conv.components['CONV'].value, 'conv4d_registered', False)\n"
+        "from monai.networks.layers.factories import Norm\n"
+        "assert not getattr(Norm.components['GROUP'].value, 'conv4d_registered', False)\n"
         "try:\n    Conv[Conv.CONV, 4]\nexcept IndexError:\n    print('no 4D entry')\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
@@ -506,6 +573,8 @@ def test_torchscript(kernel, stride, padding, mode):
     up = torch.jit.script(UpSample4d(2))
     z = torch.randn(1, 2, 2, 2, 2, 2)
     assert torch.equal(up(z), upsample_nearest4d(z))
+    zt = to_time_major(z)  # the scripted layer keeps a time-major input time-major too
+    assert torch.equal(up(zt), upsample_nearest4d(z)) and up(zt).permute(0, 5, 2, 3, 4, 1).is_contiguous()
 
 
 @pytest.mark.parametrize(("kernel", "stride", "padding", "mode"), export_cases())
