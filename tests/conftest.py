@@ -58,6 +58,31 @@ def parse_configs(*files, **override):
     return parser
 
 
+def evaluate_untrained(root: Path, config_files: list, logging_file, overrides: dict, network_files: list) -> Path:
+    """Evaluate a network with random weights the way a trained one is evaluated (the same configs and code path).
+
+    Args:
+        root: a folder of the test's; the random weights go to ``root/random/model.pt``.
+        config_files: the evaluation's config files (train, evaluate, overlays).
+        logging_file: the bundle's logging config.
+        overrides: the evaluation's overrides; ``ckpt_file`` and ``output_dir`` are replaced.
+        network_files: the configs (and overlays) whose ``network_def`` builds the network, parsed as they are.
+
+    Returns:
+        the evaluation's output folder, ``root/chance``: the "chance" level a trained network must beat.
+    """
+    from monai.bundle import run as bundle_run
+
+    torch.manual_seed(0)
+    net = parse_configs(*network_files).get_parsed_content("network_def")
+    (root / "random").mkdir()
+    torch.save(net.state_dict(), root / "random" / "model.pt")
+    chance_dir = root / "chance"
+    overrides = {**overrides, "ckpt_file": str(root / "random" / "model.pt"), "output_dir": str(chance_dir)}
+    bundle_run(run_id="run", config_file=config_files, logging_file=logging_file, **overrides)
+    return chance_dir
+
+
 def fake_spatial_shape(spatial_shape: list, least: int) -> tuple[int, ...]:
     """The smallest shape of the metadata's ``spatial_shape`` pattern (``"8*n"``, ``"8*n+84"``, ...) with every side
     at least ``least``: the zoo's own pattern evaluation, at the first ``n`` that is large enough."""

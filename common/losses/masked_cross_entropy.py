@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from common.losses.shapes import check_label_matches_logits
+
 __all__ = ["MaskedCrossEntropyWithWeightDecay", "masked_cross_entropy", "regularized_weights", "weight_penalty"]
 
 # F.cross_entropy's default ignore_index; unannotated voxels get it so they contribute no loss and no gradient
@@ -39,12 +41,7 @@ def masked_cross_entropy(logits: torch.Tensor, label: torch.Tensor, ignore_value
     """
     if logits.ndim < 3:
         raise ValueError(f"logits must be [B, C, *spatial], got shape {tuple(logits.shape)}.")
-    expected = (logits.shape[0], 1, *logits.shape[2:])
-    if tuple(label.shape) != expected:
-        raise ValueError(
-            f"label shape {tuple(label.shape)} does not match logits shape {tuple(logits.shape)}: "
-            f"expected label [B, 1, *spatial] = {expected}."
-        )
+    check_label_matches_logits(logits, label)
     n_classes = logits.shape[1]
     label = label[:, 0]
     if label.is_floating_point():

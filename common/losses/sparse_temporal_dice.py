@@ -6,6 +6,8 @@ import torch
 from monai.losses import DiceLoss
 from monai.networks.utils import one_hot
 
+from common.losses.shapes import check_label_matches_logits
+
 __all__ = ["SMOOTHNESS_NORMS", "SparseTemporalDiceLoss", "annotated_frames", "frames_as_batch", "temporal_smoothness"]
 
 SMOOTHNESS_NORMS = ("l2", "l1")
@@ -164,12 +166,7 @@ class SparseTemporalDiceLoss(torch.nn.Module):
             )
         if logits.shape[1] < 2:
             raise ValueError(f"logits must have at least 2 channels (classes), got shape {tuple(logits.shape)}.")
-        expected = (logits.shape[0], 1, *logits.shape[2:])
-        if tuple(label.shape) != expected:
-            raise ValueError(
-                f"label shape {tuple(label.shape)} does not match logits shape {tuple(logits.shape)}: "
-                f"expected label [B, 1, *spatial] = {expected}."
-            )
+        check_label_matches_logits(logits, label)
 
     def terms(self, logits: torch.Tensor, label: torch.Tensor) -> dict[str, torch.Tensor]:
         """The two terms of Eq. 1, unweighted: ``forward = dice + smoothness_weight * smoothness``.

@@ -18,7 +18,7 @@ from monai.bundle import run as bundle_run
 
 from common.data import BundleInputError, find_bundle_input_error
 from common.phantoms import make_dataset
-from tests.conftest import cli_args
+from tests.conftest import cli_args, evaluate_untrained
 from tests.conftest import parse_configs as parse
 
 BUNDLE = Path("bundles/abdominal_ct_multiorgan_segmentation")
@@ -169,16 +169,7 @@ def test_evaluate_dice_well_above_chance(trained):
     assert set(ORGANS) <= set(rows)
     total = rows["Total Avg."]["avg"]
     # chance: an untrained network evaluated the same way (the same code path, random weights)
-    net = parse(TRAIN, **{"network_def#features": TINY["network_def#features"]}).get_parsed_content("network_def")
-    (root / "random").mkdir()
-    torch.save(net.state_dict(), root / "random" / "model.pt")
-    chance_dir = root / "chance"
-    bundle_run(
-        run_id="run",
-        config_file=[TRAIN, EVALUATE, DEMO],
-        logging_file=LOGGING,
-        **{**common, "ckpt_file": str(root / "random" / "model.pt"), "output_dir": str(chance_dir)},
-    )
+    chance_dir = evaluate_untrained(root, [TRAIN, EVALUATE, DEMO], LOGGING, common, [TRAIN, DEMO])
     chance = json.loads((chance_dir / "test_val_mean_dice_summary.json").read_text(encoding="utf-8"))["summary"][
         "Total Avg."
     ]["avg"]

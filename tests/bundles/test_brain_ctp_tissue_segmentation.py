@@ -23,6 +23,7 @@ from common.phantoms.brain_ctp import BRAIN_CTP_LABELS
 from common.transforms.subvolume import RandSubvolumeAugmentd
 from common.visualize import label_colour
 from tests.common.test_visualize import overlay_panels, png_pixels
+from tests.conftest import evaluate_untrained
 from tests.conftest import parse_configs as parse
 
 BUNDLE = Path("bundles/brain_ctp_tissue_segmentation")
@@ -191,17 +192,7 @@ def test_evaluate_learns_well_above_an_untrained_network(trained):
     root, datalist, common, _ = trained
     common = {**common, "ckpt_file": str(root / "models" / "model_final.pt")}
     bundle_run(run_id="run", config_file=[TRAIN, EVALUATE, DEMO], logging_file=LOGGING, **common)
-    torch.manual_seed(0)
-    net = parse(TRAIN, DEMO).get_parsed_content("network_def")
-    (root / "random").mkdir()
-    torch.save(net.state_dict(), root / "random" / "model.pt")
-    chance_dir = root / "chance"
-    bundle_run(
-        run_id="run",
-        config_file=[TRAIN, EVALUATE, DEMO],
-        logging_file=LOGGING,
-        **{**common, "ckpt_file": str(root / "random" / "model.pt"), "output_dir": str(chance_dir)},
-    )
+    chance_dir = evaluate_untrained(root, [TRAIN, EVALUATE, DEMO], LOGGING, common, [TRAIN, DEMO])
     trained_dice, chance_dice = (_summary(d, "val_mean_dice") for d in (root / "eval", chance_dir))
     assert trained_dice["n_cases"] == 2 and set(TISSUES) <= set(trained_dice["summary"])
     mean, chance = trained_dice["summary"]["Total Avg."]["avg"], chance_dice["summary"]["Total Avg."]["avg"]
