@@ -20,6 +20,7 @@ from monai.transforms import LoadImaged, MapTransform
 from monai.utils import convert_to_numpy
 
 from .checks import check_channels, check_finite_values, check_foreground, check_label_values, check_spatial_match
+from .errors import BundleInputError
 from .io import LoadImageChecked
 
 __all__ = [
@@ -196,16 +197,25 @@ class CheckShapeMatchd(MapTransform):
         keys: the reference key first (the image), then the keys that must match it (label, masks).
         affine_atol: largest allowed absolute difference between affine entries (mm).
         allow_missing_keys: don't raise an exception if a key is missing.
+        channels: what the channels are where their counts must match too, e.g. ``"time points"`` for a 4D
+            sequence loaded with its frames as channels (a label file of another frame count is an error naming
+            both counts); None (default) lets channel counts differ.
 
     Raises:
-        BundleInputError: when called, naming the mismatching file, with both shapes (or spacings and origins).
+        BundleInputError: when called, naming the mismatching file, with both shapes (or spacings and origins, or
+            channel counts).
         ValueError: fewer than two keys, or a negative ``affine_atol``.
     """
 
     def __init__(
-        self, keys: KeysCollection = ("image", "label"), affine_atol: float = 1e-3, allow_missing_keys: bool = False
+        self,
+        keys: KeysCollection = ("image", "label"),
+        affine_atol: float = 1e-3,
+        allow_missing_keys: bool = False,
+        channels: str | None = None,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
+        self.channels = channels
         if len(self.keys) < 2:
             raise ValueError(f"keys must name the reference key and at least one key to match it, got {self.keys}.")
         if not affine_atol >= 0:
@@ -220,6 +230,10 @@ class CheckShapeMatchd(MapTransform):
 
         Returns:
             a shallow copy of ``data``; the images are the same objects.
+
+        Raises:
+            BundleInputError: channel counts differ where ``channels`` is set (shape and affine mismatches are raised
+                by :py:func:`~common.data.checks.check_spatial_match`).
         """
         d = dict(data)
         present = list(self.key_iterator(d))
@@ -227,6 +241,12 @@ class CheckShapeMatchd(MapTransform):
             return d
         ref = present[0]
         for key in present[1:]:
+            if self.channels is not None and d[key].shape[0] != d[ref].shape[0]:
+                raise BundleInputError(
+                    _source(d, key),
+                    f"{key} with {d[key].shape[0]} {self.channels}",
+                    f"the {ref}'s {d[ref].shape[0]} {self.channels} ({_source(d, ref)})",
+                )
             check_spatial_match(
                 d[key].shape,
                 _affine(d[key]),

@@ -698,6 +698,23 @@ def test_check_shape_match(tmp_path):
     _assert_error(e, "moved_label.nii.gz", "spacing (1.0, 0.8, 2.5)", "expected the image's affine")
 
 
+def test_check_shape_match_of_time_points(tmp_path):
+    """A 4D sequence loads with its frames as channels: with ``channels`` named, a label of another frame count is
+    refused, naming both counts; without it channel counts may differ (a 4-channel MRI and its label)."""
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    nib.save(nib.Nifti1Image(np.zeros((6, 5, 4, 20), np.int16), affine), tmp_path / "seq.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros((6, 5, 4, 18), np.uint8), affine), tmp_path / "seq_label.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros((6, 5, 4, 20), np.uint8), affine), tmp_path / "good_label.nii.gz")
+    files = {"image": str(tmp_path / "seq.nii.gz"), "label": str(tmp_path / "seq_label.nii.gz")}
+    loaded = _load()(files)
+    assert loaded["image"].shape[0] == 20 and loaded["label"].shape[0] == 18
+    CheckShapeMatchd()(loaded)  # channel counts may differ by default
+    with pytest.raises(BundleInputError) as e:
+        CheckShapeMatchd(channels="time points")(loaded)
+    _assert_error(e, "seq_label.nii.gz", "found label with 18 time points", "expected the image's 20 time points")
+    CheckShapeMatchd(channels="time points")(_load()({**files, "label": str(tmp_path / "good_label.nii.gz")}))
+
+
 def test_check_label_values(tmp_path):
     label = np.zeros(SHAPE, np.uint8)
     label[1, 2, 3], label[4, 5, 6], label[7, 8, 9] = 9, 12, 7
