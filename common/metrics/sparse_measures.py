@@ -118,6 +118,23 @@ def _label_map(x, name: str, ndims: tuple[int, ...] = (2, 3)) -> np.ndarray:
     return array.astype(np.int32)
 
 
+def _label_map_or_sequence(x, name: str) -> np.ndarray:
+    """A 2D or 3D label map as :func:`_label_map` reads it, or a 3D+time ``[X, Y, Z, T]`` one.
+
+    A 4-D array with a leading 1 stays a 3D map with its channel (``[1, X, Y, Z]``); ``[1, X, Y, Z, T]`` drops it.
+
+    Returns:
+        the map.
+
+    Raises:
+        ValueError: as :func:`_label_map`.
+    """  # noqa: DOC502 (raised by _label_map)
+    array = _as_numpy(x, name)
+    if (array.ndim == 5 and array.shape[0] == 1) or (array.ndim == 4 and array.shape[0] != 1):
+        return _label_map(array, name, (4,))
+    return _label_map(array, name)
+
+
 def _spacing(spacing, ndim: int) -> np.ndarray:
     """Voxel spacing as one positive float per axis.
 
@@ -524,8 +541,9 @@ def sparse_segmentation_measures(
     NaN for every measure (not scored).
 
     Args:
-        pred: predicted label map ``[X, Y, Z]`` (or ``[X, Y]``, optionally with a leading channel of 1), numpy or
-            torch on any device; values outside the annotated voxels are ignored.
+        pred: predicted label map ``[X, Y, Z]`` (or ``[X, Y]``, or a 3D+time ``[X, Y, Z, T]`` for every measure but
+            CMD; optionally with a leading channel of 1), numpy or torch on any device; values outside the annotated
+            voxels are ignored. Over time, Dice pools the annotated frames' voxels and volumes add up over them.
         label: reference label map of the same shape; ``ignore_value`` marks voxels without annotation.
         spacing: voxel size in mm, one value or one per axis; ``None``: 1.
         classes: the label values scored (the paper's 1 CSF, 2 WM, 3 GM, 4 vessel).
@@ -540,8 +558,8 @@ def sparse_segmentation_measures(
         ``{class: {"dice": ..., "cmd_mm": ..., "avd_percent": ..., "mvd_mm3": ...}}`` as Python floats.
 
     Raises:
-        ValueError: maps of different shapes, a bad spacing, an unknown measure, no class, or ``ignore_value`` among
-            the classes.
+        ValueError: maps of different shapes, a bad spacing, an unknown measure, no class, ``ignore_value`` among
+            the classes, or CMD asked of a 3D+time map.
     """
     unknown = sorted(set(measures) - set(SPARSE_MEASURES))
     if unknown or len(measures) == 0:
@@ -549,9 +567,11 @@ def sparse_segmentation_measures(
     class_list = [int(c) for c in classes]
     if len(class_list) == 0 or ignore_value in class_list:
         raise ValueError(f"classes must be non-empty and exclude ignore_value={ignore_value}, got {class_list}.")
-    pred_np, ref_np = _label_map(pred, "pred"), _label_map(label, "label")
+    pred_np, ref_np = _label_map_or_sequence(pred, "pred"), _label_map_or_sequence(label, "label")
     if pred_np.shape != ref_np.shape:
         raise ValueError(f"pred and label must have one shape, got {pred_np.shape} and {ref_np.shape}.")
+    if ref_np.ndim == 4 and "cmd_mm" in measures:
+        raise ValueError("CMD is measured on 2D cross-sections of 2D or 3D maps; a 3D+time map takes the others.")
     sp = _spacing(spacing, ref_np.ndim)
     voxel_volume = float(np.prod(sp))
     region = _region(pred_np, ref_np, ignore_value, pred_ignore_value)

@@ -21,6 +21,8 @@ MEASURES = {"dice": "dice", "cmd": "cmd_mm", "avd": "avd_percent", "mvd": "mvd_m
 def _spacing(image: torch.Tensor, spatial_dims: int) -> tuple[float, ...]:
     """Voxel size (mm) of a MetaTensor from its affine; 1 mm for a plain tensor (sub-volumes carry no geometry).
 
+    A fourth spatial axis beyond the affine's three (3D+time, ``[B, 1, X, Y, Z, T]``) counts one frame per voxel.
+
     Returns:
         one positive number per spatial axis.
     """
@@ -29,7 +31,8 @@ def _spacing(image: torch.Tensor, spatial_dims: int) -> tuple[float, ...]:
         return (1.0,) * spatial_dims
     matrix = np.asarray(affine.detach().cpu() if isinstance(affine, torch.Tensor) else affine, dtype=np.float64)
     matrix = matrix[-1] if matrix.ndim == 3 else matrix  # a batch's affines: one item's
-    return tuple(float(s) for s in np.linalg.norm(matrix[:spatial_dims, :spatial_dims], axis=0))
+    n = min(spatial_dims, matrix.shape[0] - 1)
+    return tuple(float(s) for s in np.linalg.norm(matrix[:n, :n], axis=0)) + (1.0,) * (spatial_dims - n)
 
 
 class SparseSegmentationMetric(CumulativeIterationMetric):

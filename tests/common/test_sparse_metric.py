@@ -41,6 +41,28 @@ def test_dice_and_volumes_per_class_on_annotated_voxels_only():
     assert torch.allclose(avd, torch.tensor([[100 / 8, 100 / 8]]))
 
 
+def test_3d_plus_time_pools_the_annotated_frames():
+    """[B, 1, X, Y, Z, T] with frames 1 and 3 not annotated (255): Dice pools frames 0 and 2; volumes count one frame
+    per voxel along time; CMD is refused."""
+    pred3, ref3 = _case()
+    ref3[:, :, 1] = 255  # the plane the 3D case leaves unannotated (0 there) stays unannotated here
+    pred = np.stack([pred3, pred3, np.ones_like(pred3), pred3], axis=-1)
+    ref = np.stack([ref3, np.full_like(ref3, 255), ref3, np.full_like(ref3, 255)], axis=-1)
+    pred[..., 1] = 0  # wrong everywhere in an unannotated frame: must not count
+    y_pred = MetaTensor(torch.as_tensor(pred)[None, None], affine=torch.as_tensor(np.diag([0.5, 0.5, 2.0, 1.0])))
+    y = torch.as_tensor(ref)[None, None]
+    dice = SparseSegmentationMetric("dice", classes=(1, 2), ignore_value=255)(y_pred, y)
+    # frame 0 as in the 3D case (class 1: 9/8/8, class 2: 7/8/7), frame 2 predicts class 1 on the annotated plane
+    # (16 voxels; ref 8 of each class) and class 1 on the unannotated plane (not counted); class 2 not predicted
+    # class 1: pred 9 + 16, ref 16, overlap 8 + 8 -> 32 / 41; class 2: pred 7, ref 16, overlap 7 -> 14 / 23
+    assert torch.allclose(dice, torch.tensor([[32 / 41, 14 / 23]]))
+    mvd = SparseSegmentationMetric("mvd", classes=(1, 2), ignore_value=255)(y_pred, y)
+    voxel = 0.5 * 0.5 * 2.0  # mm3 per voxel and frame
+    assert torch.allclose(mvd, torch.tensor([[9 * voxel, 9 * voxel]]))
+    with pytest.raises(ValueError, match="CMD"):
+        SparseSegmentationMetric("cmd", classes=(1, 2), ignore_value=255)(y_pred, y)
+
+
 def test_absent_class_is_nan_and_aggregate_leaves_it_out():
     pred, ref = _case()
     metric = SparseSegmentationMetric("dice", classes=(1, 2, 3))
