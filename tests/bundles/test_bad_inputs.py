@@ -571,6 +571,7 @@ def _prepare(m: Materials, setup: Setup, workflow: str, tmp: Path) -> dict:
             (ckpt / "earlier.pt").write_bytes(b"an earlier model")
         else:
             os.link(m.models / "model.pt", ckpt / "model.pt")
+            os.link(m.models / "model.pt", ckpt / "model_final.pt")  # what an evaluation of the final model loads
     override = {"output_dir": str(out), "ckpt_dir": str(ckpt)}
     if workflow == INFER:
         if setup.datalist is not None:
@@ -731,11 +732,13 @@ def _infer(m: Materials, images: Path, tmp: Path, **override) -> Path:
     return out
 
 
-def _assert_same_grid(seg: Path, source) -> None:
-    """A label map has exactly its input's shape (size-1 axes included) and affine, and channel_def values."""
+def _assert_same_grid(seg: Path, source, time_axis: bool = False) -> None:
+    """A label map has exactly its input's shape (size-1 axes included) and affine, and channel_def values; with
+    ``time_axis`` (a 3D+time bundle) the input's fourth axis is time, kept in the label map, not channels."""
     header = read_image_header(source)
     written = nib.load(seg)
-    assert written.shape == header.spatial_shape, (seg.name, written.shape, header.spatial_shape)
+    expected = tuple(nib.load(source).shape) if time_axis else header.spatial_shape
+    assert written.shape == expected, (seg.name, written.shape, expected)
     np.testing.assert_allclose(written.affine, header.affine, atol=1e-4)
     return written
 
@@ -762,7 +765,7 @@ def test_small_and_one_slice_inputs_come_back_in_their_own_shape(materials, tmp_
     )
     for source in sources:
         seg = out / (source.name.replace(".nii.gz", "") + "_seg.nii.gz")
-        written = _assert_same_grid(seg, source)
+        written = _assert_same_grid(seg, source, time_axis=m.facts.channel_dim == "no_channel")
         assert set(np.unique(np.asarray(written.dataobj)).tolist()) <= set(m.facts.label_values)
 
 

@@ -167,8 +167,8 @@ def test_zoo_checks_from_the_export(bundle, exported, tmp_path):
     eager.eval()
     n = json.loads((bundle / "configs" / "metadata.json").read_text())["network_data_format"]["inputs"]["image"]
     x = torch.rand(1, n["num_channels"], *fake_spatial_shape(n["spatial_shape"], least=32))
-    with torch.no_grad():
-        assert torch.allclose(scripted(x), eager(x), atol=1e-5)
+    with torch.no_grad():  # in float64: float32 rounding differs between a layer's eager and scripted paths
+        assert torch.allclose(scripted.double()(x.double()), eager.double()(x.double()), atol=1e-8)
     # the zoo's property check of both workflows, on a phantom made by the export's own generator
     check = (
         "import json, sys; from monai.bundle import ConfigWorkflow\n"
