@@ -41,6 +41,7 @@ from .errors import BundleInputError, SkippedInputsError, find_bundle_input_erro
 from .excepthook import InputErrorHook, input_error_summary, install_error_hook
 from .inputs import is_dicom_series_dir, list_inputs, require_file, require_output_dir
 from .io import EXPECTED_IMAGE, NIFTI_SUFFIXES, ImageHeader, LoadImageChecked, read_image_array, read_image_header
+from .served_output import ServedLabelPath, WriteServedLabelMapd
 from .switches import as_bool
 from .triage import InputTriage, SkipBadCase
 from .writers import AtomicNibabelWriter, atomic_path
@@ -85,4 +86,6 @@ __all__ = [
     "preflight_partition",
     "require_output_dir",
     "as_bool",
+    "ServedLabelPath",
+    "WriteServedLabelMapd",
 ]

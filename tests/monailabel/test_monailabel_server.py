@@ -80,7 +80,10 @@ def test_info_lists_every_bundle_with_its_channel_def(served):
         model = info["models"][name]
         expected = {label: int(value) for value, label in b.channel_def.items() if label.lower() != "background"}
         assert model["labels"] == expected, f"{name}: /info/ labels {model['labels']} != channel_def {expected}"
-        assert model["type"] == "segmentation" and model["dimension"] in (2, 3), model
+        # MONAI Label counts metadata.json's spatial_shape entries: 4 for a 3D+time bundle
+        dims = len(json.loads((ROOT / b.bundle / "configs" / "metadata.json").read_text(encoding="utf-8"))[
+            "network_data_format"]["inputs"]["image"]["spatial_shape"])  # fmt: skip
+        assert model["type"] == "segmentation" and model["dimension"] == dims and dims in (2, 3, 4), model
         # the app-level list is every model's label names in value order
         ordered = [label for label, _ in sorted(expected.items(), key=lambda item: item[1])]
         assert [x for x in info["labels"] if x in expected] == ordered
