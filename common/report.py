@@ -26,6 +26,8 @@ __all__ = ["EvaluationOutputs", "demo_summary", "find_evaluation_outputs"]
 
 REPORT_HANDLER = "SegmentationReport"
 """Last part of the ``_target_`` of the report handler looked for (``common.handlers.SegmentationReport``)."""
+TEMPORAL_HANDLER = "TemporalSegmentationReport"
+"""Last part of the ``_target_`` of a 3D+time report handler, whose summary is shown too (cardiac 4D bundle)."""
 
 _HANDLERS_ID = "validate#handlers"
 
@@ -41,6 +43,8 @@ class EvaluationOutputs:
         log_dir: the top-level ``output_dir`` (TensorBoard logs), or None when the config has none.
         model_file: the evaluated checkpoint (``ckpt_file``), or None when the config has none.
         inference_dir: the ``output_dir`` of ``inference.json`` (+ ``demo.json``), or None without it.
+        temporal_summaries: the summary JSON of each enabled ``TemporalSegmentationReport`` (frame Dice, temporal
+            smoothness, ejection fraction), empty without one.
     """
 
     report_dir: Path
@@ -49,6 +53,7 @@ class EvaluationOutputs:
     log_dir: Path | None = None
     model_file: Path | None = None
     inference_dir: Path | None = None
+    temporal_summaries: tuple[Path, ...] = ()
 
 
 def _parser(files: Sequence[Path], bundle_dir: str) -> ConfigParser:
@@ -111,16 +116,12 @@ def find_evaluation_outputs(bundle_dir: str, config_files: Sequence[str] | None 
         raise FileNotFoundError(f"config files not found: {missing}")
     parser = _parser(files, bundle_dir)
     handlers = parser.get(_HANDLERS_ID, []) or []
-    index = next(
-        (
-            i
-            for i, h in enumerate(handlers)
-            if isinstance(h, dict)
-            and str(h.get("_target_", "")).rsplit(".", 1)[-1] == REPORT_HANDLER
-            and not _is_disabled(h)
-        ),
-        None,
-    )
+    enabled = [
+        (i, str(h.get("_target_", "")).rsplit(".", 1)[-1])
+        for i, h in enumerate(handlers)
+        if isinstance(h, dict) and not _is_disabled(h)
+    ]
+    index = next((i for i, name in enabled if name == REPORT_HANDLER), None)
     if index is None:
         raise ValueError(
             f"no enabled {REPORT_HANDLER} in '{_HANDLERS_ID}' of {[str(f) for f in files]}; the evaluation config "
@@ -140,6 +141,12 @@ def find_evaluation_outputs(bundle_dir: str, config_files: Sequence[str] | None 
     if (configs / "inference.json").is_file():
         inference = _parser([configs / "inference.json", *demo], bundle_dir)
         inference_dir = _optional_path(inference, "output_dir")
+    temporal = []
+    for i, name in enabled:
+        if name == TEMPORAL_HANDLER:
+            h = f"{_HANDLERS_ID}#{i}"
+            t_prefix = str(parser.get_parsed_content(f"{h}#prefix")) if "prefix" in handlers[i] else "temporal"
+            temporal.append(Path(str(parser.get_parsed_content(f"{h}#output_dir"))) / f"{t_prefix}_summary.json")
     return EvaluationOutputs(
         report_dir=Path(str(parser.get_parsed_content(f"{handler_id}#output_dir"))),
         prefix=prefix,
@@ -147,6 +154,7 @@ def find_evaluation_outputs(bundle_dir: str, config_files: Sequence[str] | None 
         log_dir=_optional_path(parser, "output_dir"),
         model_file=_optional_path(parser, "ckpt_file"),
         inference_dir=inference_dir,
+        temporal_summaries=tuple(temporal),
     )
 
 
@@ -176,6 +184,38 @@ def _table(summary_file: Path, metric: str) -> str:
     return format_table(table, title=title, measure=heading, percent=unit is None)
 
 
+def _temporal_table(summary_file: Path) -> str:
+    """The 4D measures of a ``TemporalSegmentationReport`` summary: Table 2's columns and the ejection fraction.
+
+    Returns:
+        the table text, or a line saying the file is missing.
+    """
+    if not summary_file.is_file():
+        return f"no temporal summary at {summary_file}"
+    doc = json.loads(summary_file.read_text())
+    measures = doc["measures"]
+    columns = [("frame_dice", "Dice", "{:.3f}"), ("smoothness_l2", "smoothness L2", "{:.2f}"),
+               ("surface_distance", "surface (mm)", "{:.2f}")]  # fmt: skip
+    names = [n for n in measures["frame_dice"]["summary"] if n != "Total Avg."]
+    lines = [f"Phantom held-out sequences (n={doc['n_cases']}), Table 2's measures (mean over sequences)"]
+    lines.append(f"{'':16}" + "".join(f"{label:>16}" for _, label, _ in columns))
+    for name in names:
+        cells = []
+        for key, _, fmt in columns:
+            value = _from_json(measures.get(key, {}).get("summary", {}).get(name, {})).get("avg", math.nan)
+            cells.append("n/a" if math.isnan(value) else fmt.format(value))
+        lines.append(f"{name:16}" + "".join(f"{c:>16}" for c in cells))
+    detection = doc.get("ef_detection")
+    if detection:
+        d = _from_json(detection)
+        lines.append(
+            f"ejection fraction: mean absolute error {d['mae']:.1f} percentage points over {d['n_cases']} sequences; "
+            f"reduced EF (< {d['threshold']:g} %) detected with sensitivity {d['sensitivity']:.2f}, specificity "
+            f"{d['specificity']:.2f}"
+        )
+    return "\n".join(lines)
+
+
 def demo_summary(
     bundle_dir: str,
     config_files: Sequence[str] | None = None,
@@ -199,6 +239,7 @@ def demo_summary(
     outputs = find_evaluation_outputs(bundle_dir, config_files)
     out, prefix = outputs.report_dir, outputs.prefix
     lines = [_table(out / f"{prefix}{metric}_summary.json", metric) for metric in outputs.metric_names]
+    lines += [_temporal_table(f) for f in outputs.temporal_summaries]
     times = [(n, s) for n, s in (("train", train_seconds), ("evaluate", eval_seconds), ("infer", infer_seconds)) if s]
     if times:
         lines.append("time: " + ", ".join(f"{n} {float(s):.0f} s" for n, s in times))
@@ -208,7 +249,10 @@ def demo_summary(
     reports = {
         f for metric in outputs.metric_names for f in out.glob(f"{prefix}{metric}_*") if f.suffix in (".csv", ".json")
     }
-    for f in sorted({*reports, *out.glob(f"{prefix}*.png")}):
+    temporal_files = {
+        f for t in outputs.temporal_summaries for f in t.parent.glob(t.name[: -len("summary.json")] + "*")
+    }
+    for f in sorted({*reports, *out.glob(f"{prefix}*.png"), *temporal_files}):
         lines.append(f"  report               {f}")
     seg = sorted(outputs.inference_dir.glob("*.nii.gz")) if outputs.inference_dir is not None else []
     if seg:

@@ -195,3 +195,40 @@ def test_command_line(abdominal_copy):
     assert lines[0] == "Phantom held-out cases (n=4), val_mean_dice"
     assert "time: train 12 s" in lines
     assert any(line.endswith("test_overlays.png") for line in lines)
+
+
+def test_demo_summary_shows_a_temporal_report(other_bundle):
+    """A TemporalSegmentationReport in validate#handlers: Table 2's measures per class and the EF line."""
+    evaluate = other_bundle / "configs" / "evaluate.json"
+    config = json.loads(evaluate.read_text())
+    config["validate#handlers"].append(
+        {
+            "_target_": "common.handlers.temporal_report.TemporalSegmentationReport",
+            "output_dir": "$@output_dir + '/reports'",
+            "class_names": "@never_evaluated",
+            "prefix": "$@split + '_temporal'",
+        }
+    )
+    evaluate.write_text(json.dumps(config))
+    cavity, total = _row(0.9, 0.1, 0.8, 1.0, 2), _row(0.8, 0.1, 0.7, 0.9, 2)
+    measures = {
+        "frame_dice": {"summary": {"LV cavity": cavity, "Total Avg.": total}},
+        "smoothness_l2": {"summary": {"LV cavity": _row(3.126, 0.1, 3.0, 3.2, 2)}},
+        "surface_distance": {"summary": {"LV cavity": _row(None, None, None, None, 0)}},
+    }
+    detection = {"threshold": 55.0, "n_cases": 2, "mae": 4.44, "sensitivity": 1.0, "specificity": 0.5}
+    _write_json(
+        other_bundle / "runs" / "reports" / "holdout_temporal_summary.json",
+        {"n_cases": 2, "measures": measures, "ef_detection": detection},
+    )
+    outputs = find_evaluation_outputs(str(other_bundle))
+    assert outputs.temporal_summaries == (other_bundle / "runs" / "reports" / "holdout_temporal_summary.json",)
+    lines = demo_summary(str(other_bundle)).splitlines()
+    start = lines.index("Phantom held-out sequences (n=2), Table 2's measures (mean over sequences)")
+    assert lines[start + 1].split() == ["Dice", "smoothness", "L2", "surface", "(mm)"]
+    assert lines[start + 2].split() == ["LV", "cavity", "0.900", "3.13", "n/a"]
+    assert lines[start + 3] == (
+        "ejection fraction: mean absolute error 4.4 percentage points over 2 sequences; reduced EF (< 55 %) detected "
+        "with sensitivity 1.00, specificity 0.50"
+    )
+    assert f"  report               {outputs.temporal_summaries[0]}" in lines
