@@ -1,10 +1,11 @@
-"""Speed benchmarks, measured side by side in one run (machines here are noisy: compare ratios, not seconds).
+"""Speed and memory benchmarks, measured side by side in one run (machines here are noisy: compare ratios).
 
     python scripts/benchmark.py                 # every section; prints Markdown tables
     python scripts/benchmark.py --out BENCHMARKS.md
     python scripts/benchmark.py --only conv4d --threads 1 --out BENCHMARKS.md   # one section, written in place
+    python scripts/benchmark.py --only cardiac --quick --repeats 1                # a fast check of one section
 
-Sections (``--only abdominal`` or ``--only conv4d``; by default both, abdominal first):
+Sections (``--only abdominal``, ``--only conv4d`` or ``--only cardiac``; by default all three, in that order):
 
 abdominal, for bundles/abdominal_ct_multiorgan_segmentation:
 - one training iteration (forward, Dice loss, backward, Adam step) at the paper's settings (19M parameters,
@@ -25,6 +26,17 @@ slower and erratic, issue 9) and a 64 GiB ``MALLOC_TRIM_THRESHOLD_`` (without it
 and the calls fault their buffers in again: twice the page faults here) and ``OMP_WAIT_POLICY=PASSIVE`` (OpenMP
 threads spinning on a shared, oversubscribed CPU made single weight-gradient calls 10-30x slower at random) unless
 those are set already; the parent process and the abdominal section keep the caller's environment.
+
+cardiac, for bundles/cardiac_ccta_4d_segmentation (issue 10, "Memory": a training step at the paper's size must fit
+its 16 GB GPU): the peak memory and the time of one training step (forward, ``SparseTemporalDiceLoss``, backward,
+Adam step) of the network, loss and optimizer that the bundle's train.json builds, batch 1 at its ``patch_size``
+(1 x 1 x 96 x 96 x 64 x 16) on a synthetic LV-like crop with 4 annotated frames of 16 (the others 255), with
+``activation_checkpointing`` off and on, and of the 3D baseline (``variants/baseline_3d.json``, one 96 x 96 x 64
+frame). Each case's memory is measured on the first full-size step of its own subprocess (CPU: growth of
+``ru_maxrss`` plus the batch, parameters and Adam's state; CUDA: ``max_memory_allocated``) in the caller's
+environment, as a training run has it; its step time (median of ``--repeats`` after one warm-up) in another, with
+the conv4d section's allocator settings. A memory worker above 18 GiB resident is stopped and its case reported as
+not fitting the machine. ``--quick`` halves every axis (48 x 48 x 32 x 8).
 """
 
 from __future__ import annotations
@@ -36,6 +48,7 @@ import platform
 import re
 import resource
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -62,7 +75,7 @@ from common.networks.conv4d import (  # noqa: E402
 )
 
 CONFIGS = ROOT / "bundles" / "abdominal_ct_multiorgan_segmentation" / "configs"
-SECTIONS = ("abdominal", "conv4d")
+SECTIONS = ("abdominal", "conv4d", "cardiac")
 
 
 def _time(fn, repeats: int, warmup: int = 1) -> tuple[float, float]:
@@ -326,15 +339,74 @@ def _conv4d_worker(spec_json: str) -> None:
     print(json.dumps(times))
 
 
-def _run_worker(spec: dict, env: dict) -> dict:
+class _WorkerOutOfMemory(RuntimeError):
+    """A benchmark worker went over its resident-memory limit (stopped here) or was killed (SIGKILL: OOM killer).
+
+    Args:
+        message: what happened.
+        limit: the limit the worker passed, or None where something else killed it.
+    """
+
+    def __init__(self, message: str, limit: int | None = None) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+def _rss_bytes(pid: int) -> int:
+    """Current resident set of process ``pid`` (Linux ``/proc``; 0 where it cannot be read).
+
+    Returns:
+        bytes.
+    """
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _run_worker(spec: dict, env: dict, worker: str = "_conv4d_worker", rss_limit: int | None = None) -> dict:
+    """Run ``benchmark.<worker>(json.dumps(spec))`` in a fresh Python subprocess and parse the JSON it prints last.
+
+    Args:
+        spec: the worker's arguments.
+        env: the subprocess's environment.
+        worker: name of the worker function in this module.
+        rss_limit: stop the subprocess once its resident set passes this many bytes (polled every 0.2 s), so that
+            a measurement too large for the machine fails alone instead of bringing the OOM killer onto others.
+
+    Returns:
+        the worker's result.
+
+    Raises:
+        _WorkerOutOfMemory: the subprocess passed ``rss_limit`` or was killed by SIGKILL (the OOM killer).
+        RuntimeError: the subprocess failed otherwise.
+    """
     scripts = str(ROOT / "scripts")
-    code = f"import sys; sys.path.insert(0, {scripts!r}); import benchmark; benchmark._conv4d_worker(sys.argv[1])"
-    proc = subprocess.run(
-        [sys.executable, "-c", code, json.dumps(spec)], env=env, cwd=ROOT, capture_output=True, text=True
+    code = f"import sys; sys.path.insert(0, {scripts!r}); import benchmark; benchmark.{worker}(sys.argv[1])"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, json.dumps(spec)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
+    peak_rss, stopped = 0, False
+    while True:
+        try:
+            stdout, stderr = proc.communicate(timeout=0.2)
+            break
+        except subprocess.TimeoutExpired:  # retrying communicate loses no output
+            peak_rss = max(peak_rss, _rss_bytes(proc.pid))
+            if rss_limit is not None and peak_rss > rss_limit and not stopped:
+                proc.kill()
+                stopped = True
+    if stopped or proc.returncode == -signal.SIGKILL:
+        why = f"stopped above {rss_limit / 2**30:.1f} GiB resident" if stopped else "killed (SIGKILL)"
+        raise _WorkerOutOfMemory(f"{why}; {peak_rss / 2**30:.1f} GiB when last seen", rss_limit if stopped else None)
     if proc.returncode != 0:
-        raise RuntimeError(f"conv4d benchmark worker failed ({spec}):\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+        raise RuntimeError(f"benchmark worker {worker} failed ({spec}):\n{stderr[-3000:]}")
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def _machine(device: str, threads: int | None) -> str:
@@ -446,6 +518,291 @@ def _conv4d_section(repeats: int, threads: int | None, device: str, quick: bool)
     )
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# cardiac
+# ----------------------------------------------------------------------------------------------------------------
+
+CARDIAC_CONFIGS = ROOT / "bundles" / "cardiac_ccta_4d_segmentation" / "configs"
+#: key -> (what the table calls it, overlays on train.json, activation_checkpointing)
+CARDIAC_CASES = {
+    "off": ("4D network, activation checkpointing off (`activation_checkpointing: false`, the default)", (), False),
+    "on": ("4D network, activation checkpointing on (`activation_checkpointing: true`)", (), True),
+    "3d": ("3D baseline (`variants/baseline_3d.json`), one frame", ("variants/baseline_3d.json",), False),
+}
+#: short names of the cases for the notes
+_CARDIAC_SHORT = {"off": "4D, checkpointing off", "on": "4D, checkpointing on", "3d": "3D baseline"}
+#: a memory worker is stopped above this resident set (the machines here have 23 GiB, shared with other work)
+CARDIAC_RSS_LIMIT = 18 * 2**30
+#: the paper's GPU (16 GB) and issue 10's goal for a step with activation checkpointing
+CARDIAC_GPU_BYTES, CARDIAC_GOAL_BYTES = 16 * 2**30, 8 * 2**30
+#: annotated frames of a synthetic 4D crop (the rest hold ``ignore_value``)
+CARDIAC_ANNOTATED = 4
+
+
+def _cardiac_parser(overlays, checkpointing: bool, device: str):
+    """The cardiac bundle's train.json (plus overlays) with ``activation_checkpointing`` and ``device`` set.
+
+    Returns:
+        a ``monai.bundle.ConfigParser``.
+    """
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(CARDIAC_CONFIGS / "train.json"), *(str(CARDIAC_CONFIGS / o) for o in overlays)])
+    parser["activation_checkpointing"] = bool(checkpointing)
+    parser["device"] = f"$torch.device({device!r})"
+    return parser
+
+
+def _cardiac_batch(patch, ignore_value: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A synthetic CT crop and its sparse label at the bundle's patch size: an LV-like ball that contracts in time.
+
+    The LV cavity (label 1) is a ball around a randomly shifted centre whose radius shrinks by up to 30 % over the
+    sequence, the myocardium (label 2) a shell around it; the image is their intensities plus Gaussian noise. In
+    4D, ``CARDIAC_ANNOTATED`` frames drawn at random keep their labels and the others hold ``ignore_value``; in 3D
+    the one frame is annotated.
+
+    Args:
+        patch: ``[X, Y, Z, T]`` (4D) or ``[X, Y, Z]`` (3D).
+        ignore_value: label value of the unannotated frames.
+        seed: seed of the draws.
+
+    Returns:
+        ``(image, label)``: float32 ``[1, 1, *patch]`` and uint8 ``[1, 1, *patch]`` (the bundle's dtypes).
+    """
+    rng = np.random.default_rng(seed)
+    nx, ny, nz = patch[:3]
+    nt = patch[3] if len(patch) == 4 else 1
+    annotated = set(rng.choice(nt, size=min(CARDIAC_ANNOTATED, nt), replace=False).tolist()) if nt > 1 else {0}
+    centre = np.array([nx, ny, nz]) / 2 + rng.uniform(-0.1, 0.1, 3) * nz
+    gx, gy, gz = np.ogrid[:nx, :ny, :nz]
+    distance = np.sqrt((gx - centre[0]) ** 2 + (gy - centre[1]) ** 2 + (gz - centre[2]) ** 2)
+    image = np.empty((nx, ny, nz, nt), np.float32)
+    label = np.full((nx, ny, nz, nt), ignore_value, np.uint8)
+    for t in range(nt):
+        inner = 0.2 * nz * (1.0 - 0.3 * np.sin(np.pi * t / nt) ** 2)
+        frame = np.where(distance <= inner, 1, np.where(distance <= inner + 0.12 * nz, 2, 0)).astype(np.uint8)
+        image[..., t] = np.choose(frame, [-0.6, 0.5, 0.1]) + rng.normal(0.0, 0.1, frame.shape)
+        if t in annotated:
+            label[..., t] = frame
+    if len(patch) == 3:
+        image, label = np.ascontiguousarray(image[..., 0]), np.ascontiguousarray(label[..., 0])
+    return torch.from_numpy(image)[None, None], torch.from_numpy(label)[None, None]
+
+
+def _cardiac_patch(parser, quick: bool) -> list[int]:
+    patch = list(parser["patch_size"])
+    return [n // 2 for n in patch] if quick else patch
+
+
+def _cardiac_worker(spec_json: str) -> None:
+    """Subprocess body: one training step's peak memory, or the step's times; print JSON.
+
+    The network, loss and optimizer are the bundle's (``network``, ``loss``, ``optimizer`` of train.json and the
+    overlays), the batch one synthetic crop of the bundle's ``patch_size`` (:py:func:`_cardiac_batch`). A step is
+    ``zero_grad``, forward, loss, backward, ``optimizer.step()``, under autocast with a gradient scaler where the
+    bundle's ``amp`` is on (CUDA), as ``SupervisedTrainer`` runs it. A first step on an 8 x 8 x 8 (x 4) crop loads
+    what the libraries load on first use and builds Adam's state. Memory is then measured on the first step at full
+    size (the CPU's peak resident set only grows): its peak above what the process held once the model, the
+    optimizer and the batch were built, plus the bytes of the batch, the parameters and Adam's state.
+
+    Raises:
+        FloatingPointError: the first step's loss is not finite.
+    """
+    spec = json.loads(spec_json)
+    if spec["threads"]:
+        torch.set_num_threads(spec["threads"])
+    device = spec["device"]
+    parser = _cardiac_parser(spec["overlays"], spec["checkpointing"], device)
+    net = parser.get_parsed_content("network")
+    loss_fn = parser.get_parsed_content("loss")
+    optimizer = parser.get_parsed_content("optimizer")
+    amp = bool(parser.get_parsed_content("amp"))
+    scaler = torch.amp.GradScaler("cuda") if amp else None
+    net.train()
+
+    def step(image: torch.Tensor, label: torch.Tensor, saved: dict | None = None) -> float:
+        optimizer.zero_grad(set_to_none=True)
+
+        def pack(t: torch.Tensor) -> torch.Tensor:  # counts what autograd keeps for the backward, copies nothing
+            if saved is not None:
+                saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with (
+            torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
+            torch.autocast(torch.device(device).type, enabled=amp),
+        ):
+            loss = loss_fn(net(image), label)
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        _sync(device)
+        return float(loss)
+
+    # a step on the smallest crop the network takes: libraries load and start their threads, Adam builds its state
+    patch = _cardiac_patch(parser, spec["quick"])
+    step(*(t.to(device) for t in _cardiac_batch([8, 8, 8, 4][: len(patch)], parser["ignore_value"])))
+    optimizer.zero_grad(set_to_none=True)
+    image, label = (t.to(device) for t in _cardiac_batch(patch, parser["ignore_value"]))
+    if spec["task"] == "memory":
+        state = [t for s in optimizer.state.values() for t in s.values() if torch.is_tensor(t)]
+        held = sum(t.nbytes for t in (image, label, *net.parameters(), *state))
+        if device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated() if device.startswith("cuda") else _peak_bytes(device)
+        saved: dict[int, int] = {}
+        loss = step(image, label, saved)
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"cardiac benchmark: the first step's loss is {loss}.")
+        result = {
+            "peak": _peak_bytes(device) - base + held,
+            "held": held,
+            "saved": sum(saved.values()),
+            "params": sum(p.numel() for p in net.parameters()),
+            "loss": loss,
+        }
+        print(json.dumps(result))
+        return
+    step(image, label)  # warm-up at full size: oneDNN / cuDNN pick their kernels for these shapes
+    times = []
+    for _ in range(spec["repeats"]):
+        start = time.perf_counter()
+        step(image, label)
+        times.append(time.perf_counter() - start)
+    print(json.dumps(times))
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.2f}"
+
+
+def _cardiac_section(repeats: int, threads: int | None, device: str, quick: bool) -> str:
+    """Peak memory and time of one training step of the cardiac bundle: 4D without and with checkpointing, 3D.
+
+    Each case's memory is measured in a fresh subprocess with the caller's environment (as a training run has it),
+    and its step time in another with the conv4d section's allocator settings (``_WORKER_ENV``); a memory worker
+    that passes ``CARDIAC_RSS_LIMIT`` on the CPU is stopped and its case reported as not fitting this machine.
+
+    Returns:
+        the section's Markdown (without its heading).
+    """
+    time_env = {**os.environ, **{k: v for k, v in _WORKER_ENV.items() if k not in os.environ}}
+    memory_env = dict(os.environ)
+    rss_limit = None if device.startswith("cuda") else CARDIAC_RSS_LIMIT
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    load_start = os.getloadavg()
+    results, rows = {}, []
+    for key, (name, overlays, checkpointing) in CARDIAC_CASES.items():
+        spec = {
+            "overlays": list(overlays),
+            "checkpointing": checkpointing,
+            "quick": quick,
+            "threads": threads,
+            "device": device,
+            "repeats": repeats,
+        }
+        patch = _cardiac_patch(_cardiac_parser(overlays, checkpointing, device), quick)
+        size = "x".join(map(str, patch))
+        result = {"name": name, "size": size, "memory": None, "times": None, "failure": "", "stopped": None}
+        try:
+            result["memory"] = _run_worker({"task": "memory", **spec}, memory_env, "_cardiac_worker", rss_limit)
+        except _WorkerOutOfMemory as error:
+            result["failure"] = f"did not fit in this machine's {ram / 2**30:.1f} GiB ({error})"
+            result["stopped"] = error.limit
+        if result["memory"]:
+            try:
+                result["times"] = _run_worker({"task": "time", **spec}, time_env, "_cardiac_worker", rss_limit)
+            except _WorkerOutOfMemory as error:
+                result["failure"] = f"not timed: the timing worker ran out of memory ({error})"
+        results[key] = result
+        mem, times = result["memory"], result["times"]
+        rows.append(
+            f"| {name} | 1 x 1 x {size.replace('x', ' x ')} | "
+            + (f"{mem['params'] / 1e6:.3f}M | {_gib(mem['peak'])} | {_gib(mem['saved'])} | " if mem else "- | - | - | ")
+            + (f"{statistics.median(times):.2f} / {min(times):.2f} |" if times else f"{result['failure']} |")
+        )
+        print(f"cardiac benchmark: {name} done", file=sys.stderr)
+    load_end = os.getloadavg()
+
+    def peak(key: str) -> float | None:
+        return results[key]["memory"]["peak"] if results[key]["memory"] else None
+
+    def verdict(key: str, limit: int) -> str:
+        if peak(key) is None:  # a worker stopped above the limit needed more than that: a "no" for any smaller GPU
+            stopped = results[key]["stopped"]
+            return f"{'no' if stopped and stopped >= limit else 'unknown'}, {results[key]['failure']}"
+        return f"{_gib(peak(key))} GiB, {'yes' if peak(key) <= limit else 'no'}"
+
+    notes = [
+        "- fits the paper's 16 GB GPU (16 GiB): "
+        + "; ".join(f"{what}: {verdict(key, CARDIAC_GPU_BYTES)}" for key, what in _CARDIAC_SHORT.items()),
+        f"- issue 10's goal, under 8 GiB with activation checkpointing on: {verdict('on', CARDIAC_GOAL_BYTES)}",
+    ]
+    if peak("off") and peak("on"):
+        slower = ""
+        if results["off"]["times"] and results["on"]["times"]:
+            t_off, t_on = (statistics.median(results[k]["times"]) for k in ("off", "on"))
+            slower = f" for {t_on / t_off:.2f}x the step time"
+        notes.append(
+            f"- activation checkpointing saves {1 - peak('on') / peak('off'):.0%} of the step's memory (on / off "
+            f"{peak('on') / peak('off'):.2f}; saved for backward {results['on']['memory']['saved'] / 2**30:.2f} "
+            f"against {results['off']['memory']['saved'] / 2**30:.2f} GiB){slower}"
+        )
+    elif peak("on") and results["off"]["stopped"]:
+        notes.append(
+            f"- activation checkpointing on / off: under {peak('on') / results['off']['stopped']:.2f} (off passed "
+            f"{results['off']['stopped'] / 2**30:.1f} GiB)"
+        )
+    if peak("on") and peak("3d"):
+        notes.append(f"- 4D with checkpointing / 3D baseline: {peak('on') / peak('3d'):.1f}x the memory")
+    patch4d = _cardiac_patch(_cardiac_parser((), False, device), quick)
+    voxels = math.prod(patch4d)
+    notes.append(
+        f"- by hand, float32 at {'x'.join(map(str, patch4d))}: the input is {voxels * 4 / 2**30:.3f} GiB, one "
+        f"8-channel activation of the first level {8 * voxels * 4 / 2**30:.3f} GiB (16 channels at level 1 and 32 "
+        "at level 2 are 1/8 and 1/64 of that), the 3-class logits and their softmax "
+        f"{3 * voxels * 4 / 2**30:.3f} GiB each"
+    )
+    memory_how = (
+        "`torch.cuda.max_memory_allocated` above what was allocated before the step, plus the batch, the "
+        "parameters and Adam's state (the CUDA context and the caching allocator's slack come on top)"
+        if device.startswith("cuda")
+        else "growth of the peak resident set (`ru_maxrss`) over the process's once the model, optimizer and batch "
+        "were built, plus the bytes of the batch, the parameters and Adam's state; the step's working memory "
+        "(oneDNN's buffers, the heap's) is in it, one-off library set-up is not (a step on an 8x8x8(x4) crop comes "
+        "first). A proxy for the GPU's: the CUDA context, cuDNN's workspaces and the caching allocator's slack "
+        "differ"
+    )
+    precision = "under autocast (the bundle's `amp`)" if device.startswith("cuda") else "float32"
+    return "\n".join(
+        [
+            f"Machine: {_machine(device, threads)}; device {device}; load average {load_start[0]:.1f} at the start "
+            f"and {load_end[0]:.1f} at the end (1 min). One training step (zero_grad, forward, "
+            "`SparseTemporalDiceLoss`, backward, Adam step; network, loss and optimizer built from the bundle's "
+            "train.json by `monai.bundle.ConfigParser`, `activation_checkpointing` overridden), batch 1, "
+            f"{precision}, on a synthetic LV-like crop whose label holds 0/1/2 in {CARDIAC_ANNOTATED} random frames "
+            "and 255 in the others (fixed seed). Peak memory, measured on the first full-size step of a fresh "
+            f"subprocess (the caller's environment): {memory_how}. Saved for backward: bytes of the distinct storages "
+            "autograd keeps during the forward and the loss (`saved_tensors_hooks`; with checkpointing, the blocks' "
+            "inputs). Step time: "
+            f"median / best of {repeats} steps after one warm-up in another subprocess "
+            f"({', '.join(f'{k}={time_env[k]}' for k in _WORKER_ENV)}).",
+            "",
+            "| training step | input | parameters | peak memory (GiB) | saved for backward (GiB) | step (s), "
+            "median / best |",
+            "|---|---|---|---|---|---|",
+            *rows,
+            "",
+            *notes,
+        ]
+    )
+
+
 def _write_section(path: Path, heading: str, body: str, command: str) -> None:
     """Write ``## heading`` into the Markdown file at ``path``, replacing that section if present."""
     section = f"## {heading}\n\nProduced by `{command}` (from the repository root, in the project venv).\n\n{body}\n"
@@ -473,9 +830,11 @@ def main(
         out: also write each section, with the command that produced it, into this Markdown file (a section
             already there is replaced, the others are kept).
         threads: torch intra-op threads (default: torch's choice).
-        only: run one section, ``"abdominal"`` or ``"conv4d"`` (default: all).
-        device: device of the conv4d section, ``"cpu"`` or ``"cuda"`` (the abdominal section runs on the CPU).
-        quick: conv4d section only: space divided by 4, to check the script, not to measure.
+        only: run one section, ``"abdominal"``, ``"conv4d"`` or ``"cardiac"`` (default: all).
+        device: device of the conv4d and cardiac sections, ``"cpu"`` or ``"cuda"`` (the abdominal section runs on
+            the CPU).
+        quick: to check the script, not to measure: the conv4d section's space divided by 4, the cardiac section's
+            crop halved along every axis (the abdominal section is unchanged).
 
     Raises:
         ValueError: for an unknown section.
@@ -495,6 +854,11 @@ def main(
         print(text)
         if out:
             _write_section(Path(out), "Conv4d", text, command)
+    if only in (None, "cardiac"):
+        text = _cardiac_section(repeats, threads, device, quick)
+        print(text)
+        if out:
+            _write_section(Path(out), "cardiac_ccta_4d_segmentation: training step memory", text, command)
 
 
 if __name__ == "__main__":
