@@ -93,3 +93,34 @@ def fake_spatial_shape(spatial_shape: list, least: int) -> tuple[int, ...]:
         if min(shape) >= least:
             return shape
     raise ValueError(f"spatial_shape {spatial_shape} never reaches {least} voxels a side")
+
+
+def infer_test_cases(root: Path, datalist, overrides: dict, config_files: list, logging_file):
+    """Run a bundle's inference on its datalist's ``test`` cases with ``root/models/model_final.pt``.
+
+    Args:
+        root: the test's folder holding ``models/model_final.pt``; the label maps go to ``root/seg``.
+        datalist: the phantom datalist (its ``test`` entries are inferred, as ``demo.json``'s ``input`` says).
+        overrides: the run's overrides; ``ckpt_file`` and ``output_dir`` are replaced.
+        config_files: the inference's config files (``inference.json``, ``demo.json``).
+        logging_file: the bundle's logging config.
+
+    Returns:
+        per test case, ``(entry, image, reference, seg)``: the datalist entry, the input image, the reference label
+        array (nibabel) and the written ``<name>_seg.nii.gz`` (nibabel image).
+    """
+    import nibabel as nib
+    import numpy as np
+    from monai.bundle import run as bundle_run
+
+    out = root / "seg"
+    overrides = {**overrides, "ckpt_file": str(root / "models" / "model_final.pt"), "output_dir": str(out)}
+    bundle_run(run_id="run", config_file=config_files, logging_file=logging_file, **overrides)
+    folder = Path(datalist).parent
+    cases = []
+    for entry in json.loads(Path(datalist).read_text(encoding="utf-8"))["test"]:
+        image = nib.load(folder / entry["image"])
+        reference = np.asarray(nib.load(folder / entry["label"]).dataobj)
+        seg = nib.load(out / Path(entry["image"]).name.replace(".nii.gz", "_seg.nii.gz"))
+        cases.append((entry, image, reference, seg))
+    return cases

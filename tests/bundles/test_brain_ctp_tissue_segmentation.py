@@ -23,7 +23,7 @@ from common.phantoms.brain_ctp import BRAIN_CTP_LABELS
 from common.transforms.subvolume import RandSubvolumeAugmentd
 from common.visualize import label_colour
 from tests.common.test_visualize import overlay_panels, png_pixels
-from tests.conftest import evaluate_untrained
+from tests.conftest import evaluate_untrained, infer_test_cases
 from tests.conftest import parse_configs as parse
 
 BUNDLE = Path("bundles/brain_ctp_tissue_segmentation")
@@ -227,18 +227,7 @@ def _annotated_dice(prediction: np.ndarray, reference: np.ndarray) -> float:
 @pytest.mark.slow
 def test_infer_writes_label_maps_on_the_input_grid(trained):
     root, datalist, common, _ = trained
-    listing = json.loads(Path(datalist).read_text(encoding="utf-8"))
-    out = root / "seg"
-    bundle_run(
-        run_id="run",
-        config_file=[INFER, DEMO],
-        logging_file=LOGGING,
-        **{**common, "ckpt_file": str(root / "models" / "model_final.pt"), "output_dir": str(out)},
-    )
-    for case in listing["test"]:
-        image = nib.load(Path(datalist).parent / case["image"])
-        reference = np.asarray(nib.load(Path(datalist).parent / case["label"]).dataobj)
-        seg = nib.load(out / Path(case["image"]).name.replace(".nii.gz", "_seg.nii.gz"))
+    for case, image, reference, seg in infer_test_cases(root, datalist, common, [INFER, DEMO], LOGGING):
         assert seg.shape == image.shape[:3] and np.allclose(seg.affine, image.affine, atol=1e-4)
         labels = np.asarray(seg.dataobj)
         assert set(np.unique(labels).tolist()) <= {1, 2, 3, 4}  # every voxel gets a tissue (no "not annotated")
