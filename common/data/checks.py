@@ -90,7 +90,8 @@ def check_spatial_match(
 ) -> None:
     """Check that an image (e.g. a label map) has the spatial shape and affine of a reference image.
 
-    Works for any number of spatial dimensions; channel counts are not compared.
+    Works for any number of spatial dimensions; channel counts are not compared. With 4 spatial dimensions (3D +
+    time, ``[C, X, Y, Z, T]``) a mismatch of the last axis alone is reported as a different number of frames.
 
     Args:
         shape: channel-first shape of the checked image.
@@ -107,6 +108,12 @@ def check_spatial_match(
         BundleInputError: the spatial shapes differ, or the affines differ by more than ``affine_atol``.
     """
     spatial, ref_spatial = tuple(int(s) for s in shape[1:]), tuple(int(s) for s in ref_shape[1:])
+    if spatial != ref_spatial and len(spatial) == len(ref_spatial) == 4 and spatial[:3] == ref_spatial[:3]:
+        raise BundleInputError(
+            source,
+            f"{spatial[3]} frames (time points) in the {name}, spatial shape {spatial}",
+            f"the {ref_name}'s {ref_spatial[3]} frames, spatial shape {ref_spatial} ({ref_source})",
+        )
     if spatial != ref_spatial:
         raise BundleInputError(
             source,

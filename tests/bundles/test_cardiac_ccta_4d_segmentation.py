@@ -14,6 +14,7 @@ from monai.bundle import ConfigWorkflow
 from monai.bundle import run as bundle_run
 from monai.inferers import SlidingWindowInferer
 
+from common.data import BundleInputError, find_bundle_input_error
 from common.inferers.frame_by_frame import FrameByFrameInferer
 from common.losses.sparse_temporal_dice import SparseTemporalDiceLoss
 from common.metrics.temporal import ejection_fraction, lv_volume_curve
@@ -181,6 +182,25 @@ def test_ejection_fraction_survives_the_bundle_preprocessing(tmp_path):
     assert ejection_fraction(volumes) == pytest.approx(case["ejection_fraction"], abs=1.0)
     assert int(np.argmax(volumes)) == case["end_diastole_frame"]
     assert int(np.argmin(volumes)) == case["end_systole_frame"]
+
+
+def test_label_of_another_frame_count_is_refused_naming_both(tmp_path):
+    """Issue 10: a label whose frame count differs from the image's is a clear error, before anything is written."""
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    nib.save(nib.Nifti1Image(np.zeros((16, 16, 12, 8), np.int16), affine), tmp_path / "image.nii.gz")
+    label = np.full((16, 16, 12, 6), 255, np.uint8)
+    label[..., 0] = 0
+    label[4:8, 4:8, 4:8, 0] = 1
+    nib.save(nib.Nifti1Image(label, affine), tmp_path / "label.nii.gz")
+    entry = {"image": "image.nii.gz", "label": "label.nii.gz"}
+    (tmp_path / "dataset.json").write_text(json.dumps({"training": [entry]}))
+    with pytest.raises(Exception) as info:  # ConfigParser wraps the error; its cause is checked below
+        parse(TRAIN, dataset_dir=str(tmp_path)).get_parsed_content("train_data")
+    error = find_bundle_input_error(info.value)
+    assert isinstance(error, BundleInputError), info.value
+    message = str(error)
+    assert message.startswith(str(tmp_path / "label.nii.gz"))
+    assert "found 6 frames (time points) in the label" in message and "expected the image's 8 frames" in message
 
 
 # ---------------------------------------------------------------------------------------------- end to end

@@ -920,6 +920,8 @@ def test_public_names_and_their_modules():
         "preflight_partition": "datalist",
         "require_output_dir": "inputs",
         "as_bool": "switches",
+        "ServedLabelPath": "served_output",
+        "WriteServedLabelMapd": "served_output",
     }
     assert sorted(common.data.__all__) == sorted(homes)
     for name, module in homes.items():
@@ -1012,7 +1014,7 @@ def test_preflight_3d_plus_time(tmp_path):
     short = _nifti(tmp_path / "short_label.nii.gz", np.zeros((8, 9, 10, 4), np.uint8))
     with pytest.raises(BundleInputError) as e:
         preflight_check([{"image": image, "label": short}], **kwargs)
-    _assert_error(e, "short_label.nii.gz", "found label spatial shape (8, 9, 10, 4)", "(8, 9, 10, 5)", "cine.nii.gz")
+    _assert_error(e, "short_label.nii.gz", "found 4 frames (time points) in the label", "(8, 9, 10, 5)", "cine.nii.gz")
     # without channel_dim the 4th axis is channels (MONAI's default), so a 4-spatial-dims check fails on it
     with pytest.raises(BundleInputError) as e:
         preflight_check(data, n_channels=1, spatial_dims=4)
@@ -1038,7 +1040,7 @@ def test_3d_plus_time_in_a_chain(tmp_path):
     with pytest.raises(RuntimeError) as e:
         chain({"image": image, "label": label})
     err = find_bundle_input_error(e.value)
-    _assert_error(err, "cine_label.nii.gz", "found label spatial shape (8, 9, 10, 4)", "(8, 9, 10, 5)")
+    _assert_error(err, "cine_label.nii.gz", "found 4 frames (time points) in the label", "(8, 9, 10, 5)")
     out = chain({"image": image, "label": _nifti(tmp_path / "ok.nii.gz", np.zeros((8, 9, 10, 5), np.uint8))})
     assert tuple(out["image"].shape) == tuple(out["label"].shape) == (1, 8, 9, 10, 5)
 
