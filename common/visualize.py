@@ -20,6 +20,7 @@ __all__ = [
     "OverlaySlice",
     "describe_plane",
     "label_colour",
+    "new_figure",
     "largest_foreground_slice",
     "to_radiological",
     "plot_boxplots",
@@ -166,7 +167,16 @@ def to_radiological(slice2d: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array[::-1, ::-1].T)
 
 
-def _new_figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
+    """A matplotlib figure on its own Agg canvas (no pyplot state, safe in worker threads), 100 dpi.
+
+    Args:
+        width: width in inches.
+        height: height in inches.
+
+    Returns:
+        the figure.
+    """
     fig = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(fig)
     return fig
@@ -205,7 +215,7 @@ def plot_boxplots(
             f"got shape {tuple(array.shape)}."
         )
     columns = [array[~np.isnan(array[:, i]), i] for i in range(array.shape[1])]
-    fig = _new_figure(max(4.0, 1.1 * len(column_names) + 1.5), 4.5)
+    fig = new_figure(max(4.0, 1.1 * len(column_names) + 1.5), 4.5)
     ax = fig.add_subplot(1, 1, 1)
     positions = np.arange(1, len(columns) + 1)
     drawn = [i for i, c in enumerate(columns) if c.size > 0]
@@ -274,7 +284,7 @@ def plot_overlays(cases: Sequence[OverlaySlice], class_names: Mapping[int, str],
 
     legend_height = 0.2 + 0.2 * -(-len(values) // 4)  # inches: 4 legend entries a line
     height = 3.1 * len(cases) + 0.7 + legend_height  # 3.1 in a row keeps rows of square 2.7 in panels apart
-    fig = _new_figure(3 * 3.0, height)
+    fig = new_figure(3 * 3.0, height)
     for row, case in enumerate(cases):
         image = to_radiological(np.asarray(case.image, dtype=np.float64))
         vmin, vmax = case.window

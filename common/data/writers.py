@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from os import PathLike
 from pathlib import Path
 
 from monai.data import NibabelWriter
 
-__all__ = ["atomic_path", "AtomicNibabelWriter"]
+__all__ = ["atomic_path", "write_files_atomically", "AtomicNibabelWriter"]
 
 
 @contextmanager
@@ -42,6 +42,21 @@ def atomic_path(path: str | PathLike, suffix: str = ".tmp") -> Iterator[str]:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def write_files_atomically(files: Mapping[str, bytes]) -> list[str]:
+    """Write each ``path -> content`` through :func:`atomic_path` (the reports' CSV, JSON and PNG files).
+
+    Args:
+        files: the final file paths and their bytes; folders are created as needed.
+
+    Returns:
+        the paths written, in order.
+    """
+    for path, content in files.items():
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            f.write(content)
+    return list(files)
 
 
 class AtomicNibabelWriter(NibabelWriter):

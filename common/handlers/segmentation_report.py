@@ -10,10 +10,10 @@ from typing import Any
 
 import ignite.distributed as idist
 import numpy as np
-from ignite.engine import Engine, Events
-from monai.data import decollate_batch
+from ignite.engine import Engine
 from monai.utils import ImageMetaKey, convert_to_numpy, ensure_tuple, string_list_all_gather
 
+from common.handlers.report_base import EpochReport, as_items, index_map, parse_class_names
 from common.metrics.segmentation_report import MetricSpec, write_segmentation_report
 from common.metrics.sparse_measures import annotated_sections
 from common.visualize import OverlaySlice, largest_foreground_slice
@@ -30,67 +30,7 @@ OVERLAY_PLANES = ("largest", "annotated")
 every annotated cross-section of a sparse reference (any axis)."""
 
 
-def _as_items(data: Any) -> list[Any]:
-    """Engine batch/output as a list of per-case items.
-
-    Returns:
-        a decollated list as is, a dict of batches decollated, anything else as no items.
-    """
-    if isinstance(data, list):
-        return data
-    if isinstance(data, dict):
-        return decollate_batch(data, detach=True)
-    return []
-
-
-def _index_map(x: Any, key: str, name: str) -> np.ndarray:
-    """Integer label map of a channel-first one-hot/probability map (argmax over C) or index map (C = 1).
-
-    Returns:
-        the ``spatial`` int64 map of a ``[C, *spatial]`` array.
-
-    Raises:
-        ValueError: when the array is not 3-D, 4-D or 5-D (channel first).
-    """
-    array = convert_to_numpy(x)
-    if array.ndim not in (3, 4, 5):
-        raise ValueError(
-            f"case '{name}': '{key}' must be channel-first [C, H, W], [C, H, W, D] or [C, H, W, D, T] "
-            f"(one-hot or index map), got shape {tuple(array.shape)}."
-        )
-    return (np.argmax(array, axis=0) if array.shape[0] > 1 else np.rint(array[0])).astype(np.int64)
-
-
-def _parse_class_names(class_names: Mapping[str | int, str] | Sequence[str]) -> dict[int, str]:
-    """Label value -> name, sorted by value; a list names labels 1, 2, ... in order.
-
-    Returns:
-        the parsed names.
-
-    Raises:
-        TypeError: when ``class_names`` is neither a dict nor a list.
-        ValueError: on a non-integer, negative or repeated label value, an empty name, or no label > 0.
-    """
-    if isinstance(class_names, str) or not isinstance(class_names, (Mapping, Sequence)):
-        raise TypeError(f"class_names must be a dict label value -> name or a list of names, got {class_names!r}.")
-    items = class_names.items() if isinstance(class_names, Mapping) else enumerate(class_names, start=1)
-    parsed: dict[int, str] = {}
-    for value, name in items:
-        try:
-            label = int(value)
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"class_names keys must be integer label values like '1', got {value!r}.") from err
-        if label < 0 or label in parsed or not str(name):
-            raise ValueError(
-                f"class_names entry {value!r}: {name!r}: label values must be unique and >= 0, names non-empty."
-            )
-        parsed[label] = str(name)
-    if not any(v > 0 for v in parsed):
-        raise ValueError(f"class_names must name at least one label value > 0, got {class_names!r}.")
-    return dict(sorted(parsed.items()))
-
-
-class SegmentationReport:
+class SegmentationReport(EpochReport):
     """Ignite handler: per-case, per-class table, summary, box plots and overlays of a segmentation evaluation.
 
     A thin handler over :func:`common.metrics.segmentation_report.write_segmentation_report`, which does the
@@ -173,7 +113,7 @@ class SegmentationReport:
         display_mask_key: str | None = None,
     ) -> None:
         self.output_dir = str(output_dir)
-        self.class_names = _parse_class_names(class_names)
+        self.class_names = parse_class_names(class_names)
         self.metric_names = tuple(str(m) for m in ensure_tuple(metric_names))
         if len(self.metric_names) == 0:
             raise ValueError("metric_names must name at least one metric, got none.")
@@ -208,19 +148,6 @@ class SegmentationReport:
         self._overlays: list[OverlaySlice] = []
         self._overlay_cases = 0
 
-    def attach(self, engine: Engine) -> None:
-        """Register the handler on ``engine`` (an evaluator): reset at epoch start, collect per iteration, report.
-
-        Args:
-            engine: Ignite Engine, typically a MONAI ``SupervisedEvaluator`` with the metrics already attached.
-        """
-        if not engine.has_event_handler(self._started, Events.EPOCH_STARTED):
-            engine.add_event_handler(Events.EPOCH_STARTED, self._started)
-        if not engine.has_event_handler(self.iteration_completed, Events.ITERATION_COMPLETED):
-            engine.add_event_handler(Events.ITERATION_COMPLETED, self.iteration_completed)
-        if not engine.has_event_handler(self, Events.EPOCH_COMPLETED):
-            engine.add_event_handler(Events.EPOCH_COMPLETED, self)
-
     def _started(self, _engine: Engine) -> None:
         """Clear the buffers of the previous epoch."""
         self._filenames = []
@@ -233,8 +160,8 @@ class SegmentationReport:
         Args:
             engine: Ignite Engine whose ``state.batch`` / ``state.output`` hold the current cases.
         """
-        batch_items = _as_items(engine.state.batch)
-        output_items = _as_items(engine.state.output)
+        batch_items = as_items(engine.state.batch)
+        output_items = as_items(engine.state.output)
         for i in range(max(len(batch_items), len(output_items))):
             batch = batch_items[i] if i < len(batch_items) else None
             name = self._case_name(batch, len(self._filenames))
@@ -279,8 +206,8 @@ class SegmentationReport:
         image = output.get(self.image_key)
         if image is None and isinstance(batch, Mapping):
             image = batch.get(self.image_key)
-        reference = _index_map(output[self.label_key], self.label_key, name)
-        prediction = _index_map(output[self.pred_key], self.pred_key, name)
+        reference = index_map(output[self.label_key], self.label_key, name)
+        prediction = index_map(output[self.pred_key], self.pred_key, name)
         if image is None:
             volume = reference.astype(np.float64)
         else:

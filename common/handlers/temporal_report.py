@@ -24,16 +24,16 @@ from typing import Any
 
 import ignite.distributed as idist
 import numpy as np
-from ignite.engine import Engine, Events
+from ignite.engine import Engine
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from monai.utils import ImageMetaKey, convert_to_numpy, string_list_all_gather
 
-from common.data.writers import atomic_path
-from common.handlers.segmentation_report import _as_items, _index_map, _parse_class_names
-from common.metrics.segmentation_report import _json_safe, _png_bytes
+from common.data.writers import write_files_atomically
+from common.handlers.report_base import EpochReport, as_items, index_map, parse_class_names
+from common.metrics.segmentation_report import json_safe, png_bytes
 from common.metrics.summary import format_table, summarize_per_class
 from common.metrics.temporal import (
     EF_REDUCED_THRESHOLD,
@@ -44,7 +44,7 @@ from common.metrics.temporal import (
     lv_volume_curve,
     temporal_smoothness_l2,
 )
-from common.visualize import OVERLAY_ALPHA, _new_figure, label_colour, to_radiological
+from common.visualize import OVERLAY_ALPHA, label_colour, new_figure, to_radiological
 
 __all__ = ["REFERENCE_OUTLINE_COLOUR", "TemporalSegmentationReport", "temporal_case_measures"]
 
@@ -251,7 +251,7 @@ def _plot_through_time(
     cmap = ListedColormap([label_colour(v) for v in range(top + 1)])
     panel = 1.5
     height = panel * 1.15 * len(cases) + 1.2
-    fig = _new_figure(panel * n_frames + 1.0, height)
+    fig = new_figure(panel * n_frames + 1.0, height)
     for row, (case, record) in enumerate(zip(cases, records, strict=True)):
         for t in range(case.image.shape[-1]):
             ax = fig.add_subplot(len(cases), n_frames, row * n_frames + t + 1)
@@ -302,7 +302,7 @@ def _plot_volumes(records: Sequence[Mapping[str, Any]], lv_class: int, title: st
     """
     n_cols = min(len(records), 2)
     n_rows = -(-len(records) // n_cols)
-    fig = _new_figure(5.0 * n_cols, 3.6 * n_rows + 0.4)
+    fig = new_figure(5.0 * n_cols, 3.6 * n_rows + 0.4)
     for k, record in enumerate(records):
         ax = fig.add_subplot(n_rows, n_cols, k + 1)
         volumes = np.asarray(record["lv_volume_ml"], dtype=np.float64)
@@ -353,7 +353,7 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-class TemporalSegmentationReport:
+class TemporalSegmentationReport(EpochReport):
     """Ignite handler: per-case table, summary, LV volume curves and through-time slices of a 4D evaluation.
 
     Implements the evaluation of the cardiac 4D CCTA paper, section 4 and Table 2 (frame-by-frame Dice on the
@@ -455,7 +455,7 @@ class TemporalSegmentationReport:
         save_rank: int = 0,
     ) -> None:
         self.output_dir = str(output_dir)
-        self.class_names = _parse_class_names(class_names)
+        self.class_names = parse_class_names(class_names)
         self.classes = [v for v in self.class_names if v > 0]
         self.slugs = {v: _slug(self.class_names[v]) for v in self.classes}
         if len(set(self.slugs.values())) != len(self.slugs) or not all(self.slugs.values()):
@@ -495,19 +495,6 @@ class TemporalSegmentationReport:
         low, high = self.hu_range
         return tuple(-1.0 + 2.0 * (hu - low) / (high - low) for hu in self.display_window_hu)
 
-    def attach(self, engine: Engine) -> None:
-        """Register the handler on ``engine`` (an evaluator): reset at epoch start, measure per iteration, report.
-
-        Args:
-            engine: Ignite Engine, typically a MONAI ``SupervisedEvaluator``.
-        """
-        if not engine.has_event_handler(self._started, Events.EPOCH_STARTED):
-            engine.add_event_handler(Events.EPOCH_STARTED, self._started)
-        if not engine.has_event_handler(self.iteration_completed, Events.ITERATION_COMPLETED):
-            engine.add_event_handler(Events.ITERATION_COMPLETED, self.iteration_completed)
-        if not engine.has_event_handler(self, Events.EPOCH_COMPLETED):
-            engine.add_event_handler(Events.EPOCH_COMPLETED, self)
-
     def _started(self, _engine: Engine) -> None:
         """Clear the cases of the previous epoch."""
         self._records = []
@@ -524,8 +511,8 @@ class TemporalSegmentationReport:
                 no affine gives the voxel size, a reference EF is not a finite number, a figure needs an image that
                 is missing or of another shape, or a measure rejects the case (named in the message).
         """
-        batch_items = _as_items(engine.state.batch)
-        for i, output in enumerate(_as_items(engine.state.output)):
+        batch_items = as_items(engine.state.batch)
+        for i, output in enumerate(as_items(engine.state.output)):
             batch = batch_items[i] if i < len(batch_items) and isinstance(batch_items[i], Mapping) else {}
             index = len(self._records)
             if not isinstance(output, Mapping) or self.pred_key not in output or self.label_key not in output:
@@ -537,8 +524,8 @@ class TemporalSegmentationReport:
             image = output.get(self.image_key)
             image = batch.get(self.image_key) if image is None else image
             name = self._case_name([output[self.pred_key], image, batch.get(self.image_key)], index)
-            prediction = _index_map(output[self.pred_key], self.pred_key, name)
-            reference = _index_map(output[self.label_key], self.label_key, name)
+            prediction = index_map(output[self.pred_key], self.pred_key, name)
+            reference = index_map(output[self.label_key], self.label_key, name)
             if prediction.ndim != 4:
                 raise ValueError(f"case '{name}': '{self.pred_key}' must be [1, X, Y, Z, T], got {prediction.shape}.")
             spacing = _spacing_of([output[self.pred_key], output[self.label_key], image], name)
@@ -774,18 +761,15 @@ class TemporalSegmentationReport:
         for record in records:
             writer.writerow({k: _cell(v) for k, v in self._row(record).items()})
         files[f"{base}_per_case.csv"] = text.getvalue().encode()
-        files[f"{base}_summary.json"] = json.dumps(_json_safe(document), indent=2, allow_nan=False).encode()
+        files[f"{base}_summary.json"] = json.dumps(json_safe(document), indent=2, allow_nan=False).encode()
         if self.n_plots > 0:
             title = f"{self.title} (n={len(records)})"
-            files[f"{base}_lv_volume.png"] = _png_bytes(_plot_volumes(records[: self.n_plots], self.lv_class, title))
+            files[f"{base}_lv_volume.png"] = png_bytes(_plot_volumes(records[: self.n_plots], self.lv_class, title))
             if self._slices:  # empty on a save_rank that evaluated no case
                 drawn = self._records[: len(self._slices)]  # this rank's first cases, for their ED/ES frames
                 figure = _plot_through_time(self._slices, drawn, self.class_names, self.display_window, title)
-                files[f"{base}_through_time.png"] = _png_bytes(figure)
+                files[f"{base}_through_time.png"] = png_bytes(figure)
         for table in tables:
             logger.info("\n%s", table)
-        os.makedirs(self.output_dir, exist_ok=True)
-        for path, content in files.items():
-            with atomic_path(path) as tmp, open(tmp, "wb") as f:
-                f.write(content)
+        write_files_atomically(files)
         logger.info("temporal segmentation report wrote:\n  %s", "\n  ".join(files))

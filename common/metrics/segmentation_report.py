@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 from monai.handlers.utils import write_metrics_reports
 from monai.utils import convert_to_numpy
 
-from common.data.writers import atomic_path
+from common.data.writers import write_files_atomically
 from common.metrics.summary import format_table, summarize_per_class
 from common.visualize import OverlaySlice, plot_boxplots, plot_overlays
 
@@ -128,16 +128,16 @@ class MetricSpec:
         return f"{self.measure(metric)} ({self.unit})" if self.unit else self.measure(metric)
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """A value JSON can hold.
 
     Returns:
         ``value`` with NaN/inf as None (JSON has no NaN) and numpy scalars as Python numbers, recursively.
     """
     if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, (float, np.floating)):
         return float(value) if math.isfinite(value) else None
     if isinstance(value, np.integer):
@@ -145,7 +145,7 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def _png_bytes(fig: Figure) -> bytes:
+def png_bytes(fig: Figure) -> bytes:
     """Render a figure.
 
     Returns:
@@ -291,21 +291,18 @@ def write_segmentation_report(
             "std_ddof": 0,
             "summary": summary,
         }
-        files[f"{base}_summary.json"] = json.dumps(_json_safe(document), indent=2, allow_nan=False).encode()
+        files[f"{base}_summary.json"] = json.dumps(json_safe(document), indent=2, allow_nan=False).encode()
         box = plot_boxplots(
             values, columns, f"{title} (n={n_cases})", heading, ylim=(0.0, 1.0) if spec.is_ratio else None
         )
-        files[f"{base}_boxplot.png"] = _png_bytes(box)
+        files[f"{base}_boxplot.png"] = png_bytes(box)
     if len(overlays) > 0:
         figure = plot_overlays(overlays, dict(label_names or {}), title=title)
-        files[os.path.join(str(output_dir), f"{prefix}overlays.png")] = _png_bytes(figure)
+        files[os.path.join(str(output_dir), f"{prefix}overlays.png")] = png_bytes(figure)
 
     for table in tables:
         logger.info("\n%s", table)
-    os.makedirs(output_dir, exist_ok=True)
-    for path, content in files.items():
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            f.write(content)
-    written = list(files)
+    os.makedirs(output_dir, exist_ok=True)  # even when nothing is written
+    written = write_files_atomically(files)
     logger.info("segmentation report wrote:\n  %s", "\n  ".join(written))
     return written

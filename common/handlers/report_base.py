@@ -1,0 +1,129 @@
+"""What the report handlers share: engine items, label maps, class names and the attach pattern.
+
+Per-case items of an engine's batch and output, channel-first label maps as index maps, class names, and the attach
+pattern (reset at epoch start, collect per iteration, write at epoch end).
+
+Used by :class:`common.handlers.segmentation_report.SegmentationReport` (every bundle's evaluation report),
+:class:`common.handlers.temporal_report.TemporalSegmentationReport` (3D + time) and the other report handlers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from ignite.engine import Engine, Events
+from monai.data import decollate_batch
+from monai.utils import convert_to_numpy
+
+__all__ = ["EpochReport", "as_items", "index_map", "parse_class_names"]
+
+
+def as_items(data: Any) -> list[Any]:
+    """Engine batch/output as a list of per-case items.
+
+    Returns:
+        a decollated list as is, a dict of batches decollated, anything else as no items.
+    """
+    if isinstance(data, list):
+        return data
+    if isinstance(data, dict):
+        return decollate_batch(data, detach=True)
+    return []
+
+
+def index_map(x: Any, key: str, name: str) -> np.ndarray:
+    """Integer label map of a channel-first one-hot/probability map (argmax over C) or index map (C = 1).
+
+    Returns:
+        the ``spatial`` int64 map of a ``[C, *spatial]`` array.
+
+    Raises:
+        ValueError: when the array is not 3-D, 4-D or 5-D (channel first).
+    """
+    array = convert_to_numpy(x)
+    if array.ndim not in (3, 4, 5):
+        raise ValueError(
+            f"case '{name}': '{key}' must be channel-first [C, H, W], [C, H, W, D] or [C, H, W, D, T] "
+            f"(one-hot or index map), got shape {tuple(array.shape)}."
+        )
+    return (np.argmax(array, axis=0) if array.shape[0] > 1 else np.rint(array[0])).astype(np.int64)
+
+
+def parse_class_names(class_names: Mapping[str | int, str] | Sequence[str]) -> dict[int, str]:
+    """Label value -> name, sorted by value; a list names labels 1, 2, ... in order.
+
+    Returns:
+        the parsed names.
+
+    Raises:
+        TypeError: when ``class_names`` is neither a dict nor a list.
+        ValueError: on a non-integer, negative or repeated label value, an empty name, or no label > 0.
+    """
+    if isinstance(class_names, str) or not isinstance(class_names, (Mapping, Sequence)):
+        raise TypeError(f"class_names must be a dict label value -> name or a list of names, got {class_names!r}.")
+    items = class_names.items() if isinstance(class_names, Mapping) else enumerate(class_names, start=1)
+    parsed: dict[int, str] = {}
+    for value, name in items:
+        try:
+            label = int(value)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"class_names keys must be integer label values like '1', got {value!r}.") from err
+        if label < 0 or label in parsed or not str(name):
+            raise ValueError(
+                f"class_names entry {value!r}: {name!r}: label values must be unique and >= 0, names non-empty."
+            )
+        parsed[label] = str(name)
+    if not any(v > 0 for v in parsed):
+        raise ValueError(f"class_names must name at least one label value > 0, got {class_names!r}.")
+    return dict(sorted(parsed.items()))
+
+
+class EpochReport:
+    """Base of the report handlers: one way to attach them to an evaluator.
+
+    :meth:`attach` registers ``_started`` (EPOCH_STARTED), ``iteration_completed`` (ITERATION_COMPLETED) and the
+    handler itself (EPOCH_COMPLETED), once each.
+
+    Subclasses implement ``_started(engine)`` (clear what the previous epoch collected), ``iteration_completed``
+    (collect the current cases) and ``__call__(engine)`` (write the report).
+    """
+
+    def _started(self, engine: Engine) -> None:
+        raise NotImplementedError
+
+    def iteration_completed(self, engine: Engine) -> None:
+        """Collect what this iteration's cases hold (subclasses implement it).
+
+        Args:
+            engine: Ignite Engine whose ``state.batch`` / ``state.output`` hold the current cases.
+
+        Raises:
+            NotImplementedError: always, here.
+        """
+        raise NotImplementedError
+
+    def __call__(self, engine: Engine) -> None:
+        """Write the report (subclasses implement it).
+
+        Args:
+            engine: the Ignite Engine at ``EPOCH_COMPLETED``.
+
+        Raises:
+            NotImplementedError: always, here.
+        """
+        raise NotImplementedError
+
+    def attach(self, engine: Engine) -> None:
+        """Register the handler on ``engine`` (an evaluator): reset at epoch start, collect per iteration, report.
+
+        Args:
+            engine: Ignite Engine, typically a MONAI ``SupervisedEvaluator`` with the metrics already attached.
+        """
+        if not engine.has_event_handler(self._started, Events.EPOCH_STARTED):
+            engine.add_event_handler(Events.EPOCH_STARTED, self._started)
+        if not engine.has_event_handler(self.iteration_completed, Events.ITERATION_COMPLETED):
+            engine.add_event_handler(Events.ITERATION_COMPLETED, self.iteration_completed)
+        if not engine.has_event_handler(self, Events.EPOCH_COMPLETED):
+            engine.add_event_handler(Events.EPOCH_COMPLETED, self)
