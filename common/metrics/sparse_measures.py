@@ -63,9 +63,15 @@ __all__ = [
     "SPARSE_MEASURES",
     "absolute_volume_difference",
     "annotated_sections",
+    "as_numpy",
     "contour_mean_distance",
     "dice_on_annotated",
+    "label_map",
     "mean_volume_difference",
+    "nearest_points",
+    "plain_contour",
+    "points_mm",
+    "spacing_vector",
     "sparse_contour_mean_distance",
     "sparse_segmentation_measures",
 ]
@@ -78,7 +84,7 @@ _PAIRS_PER_CHUNK = 1 << 20  # point pairs per block of the brute-force nearest-d
 
 
 # --------------------------------------------------------------------------------------------------- input checks
-def _as_numpy(x, name: str) -> np.ndarray:
+def as_numpy(x, name: str) -> np.ndarray:
     """A numpy copy of a numpy array or torch tensor (any device).
 
     Returns:
@@ -92,7 +98,7 @@ def _as_numpy(x, name: str) -> np.ndarray:
     return np.asarray(convert_to_numpy(x))
 
 
-def _label_map(x, name: str, ndims: tuple[int, ...] = (2, 3)) -> np.ndarray:
+def label_map(x, name: str, ndims: tuple[int, ...] = (2, 3)) -> np.ndarray:
     """An integer label map of ``ndims`` dimensions; a leading singleton channel (``[1, X, Y, Z]``) is dropped.
 
     Returns:
@@ -101,7 +107,7 @@ def _label_map(x, name: str, ndims: tuple[int, ...] = (2, 3)) -> np.ndarray:
     Raises:
         ValueError: wrong number of dimensions, or values that are not whole numbers.
     """
-    array = _as_numpy(x, name)
+    array = as_numpy(x, name)
     if array.ndim == max(ndims) + 1 and array.shape[0] == 1:
         array = array[0]
     if array.ndim not in ndims:
@@ -119,7 +125,7 @@ def _label_map(x, name: str, ndims: tuple[int, ...] = (2, 3)) -> np.ndarray:
 
 
 def _label_map_or_sequence(x, name: str) -> np.ndarray:
-    """A 2D or 3D label map as :func:`_label_map` reads it, or a 3D+time ``[X, Y, Z, T]`` one.
+    """A 2D or 3D label map as :func:`label_map` reads it, or a 3D+time ``[X, Y, Z, T]`` one.
 
     A 4-D array with a leading 1 stays a 3D map with its channel (``[1, X, Y, Z]``); ``[1, X, Y, Z, T]`` drops it.
 
@@ -127,15 +133,15 @@ def _label_map_or_sequence(x, name: str) -> np.ndarray:
         the map.
 
     Raises:
-        ValueError: as :func:`_label_map`.
-    """  # noqa: DOC502 (raised by _label_map)
-    array = _as_numpy(x, name)
+        ValueError: as :func:`label_map`.
+    """  # noqa: DOC502 (raised by label_map)
+    array = as_numpy(x, name)
     if (array.ndim == 5 and array.shape[0] == 1) or (array.ndim == 4 and array.shape[0] != 1):
-        return _label_map(array, name, (4,))
-    return _label_map(array, name)
+        return label_map(array, name, (4,))
+    return label_map(array, name)
 
 
-def _spacing(spacing, ndim: int) -> np.ndarray:
+def spacing_vector(spacing, ndim: int) -> np.ndarray:
     """Voxel spacing as one positive float per axis.
 
     Returns:
@@ -170,7 +176,7 @@ def _erode_cross(mask: np.ndarray, border_value: bool) -> np.ndarray:
     return eroded
 
 
-def _plain_contour(mask: np.ndarray) -> np.ndarray:
+def plain_contour(mask: np.ndarray) -> np.ndarray:
     """MONAI's edge of a mask (``get_mask_edges``): the voxels its cross erosion removes, outside as background.
 
     Returns:
@@ -192,11 +198,11 @@ def _annotated_contour(mask: np.ndarray, annotated: np.ndarray) -> np.ndarray:
     if not mask.any():
         return mask
     contour = mask & ~_erode_cross(mask | ~annotated, border_value=True)
-    return contour if contour.any() else _plain_contour(mask)
+    return contour if contour.any() else plain_contour(mask)
 
 
 # ------------------------------------------------------------------------------------------------------ distances
-def _nearest(source: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def nearest_points(source: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Exact nearest-neighbour distances between two point sets, both ways, by blocks of point pairs.
 
     Args:
@@ -218,7 +224,7 @@ def _nearest(source: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.nda
     return np.sqrt(to_target), np.sqrt(to_source)
 
 
-def _points_mm(contour: np.ndarray, spacing: np.ndarray, axis: int | None = None, index: int = 0) -> np.ndarray:
+def points_mm(contour: np.ndarray, spacing: np.ndarray, axis: int | None = None, index: int = 0) -> np.ndarray:
     """Centres of a contour's voxels in mm; a 2D section's points placed at ``index`` along ``axis`` of the volume.
 
     Returns:
@@ -245,13 +251,13 @@ def _pooled_cmd(points_a: list[np.ndarray], points_b: list[np.ndarray]) -> float
     a_to_b, b_to_a = [], []
     for section_a, section_b in zip(points_a, points_b, strict=True):
         if len(section_a) and len(section_b):
-            d_ab, d_ba = _nearest(section_a, section_b)
+            d_ab, d_ba = nearest_points(section_a, section_b)
             a_to_b.append(d_ab)
             b_to_a.append(d_ba)
         elif len(section_a):  # no B contour in this plane: the nearest B contour point of the case
-            a_to_b.append(_nearest(section_a, all_b)[0])
+            a_to_b.append(nearest_points(section_a, all_b)[0])
         elif len(section_b):
-            b_to_a.append(_nearest(section_b, all_a)[0])
+            b_to_a.append(nearest_points(section_b, all_a)[0])
     return float(max(np.concatenate(a_to_b).mean(), np.concatenate(b_to_a).mean()))
 
 
@@ -276,18 +282,18 @@ def contour_mean_distance(a, b, spacing=None, annotated=None) -> float:
     Raises:
         ValueError: masks of different shapes or not 2D/3D, or a bad spacing.
     """
-    mask_a, mask_b = _as_numpy(a, "a").astype(bool), _as_numpy(b, "b").astype(bool)
+    mask_a, mask_b = as_numpy(a, "a").astype(bool), as_numpy(b, "b").astype(bool)
     if mask_a.shape != mask_b.shape or mask_a.ndim not in (2, 3):
         raise ValueError(f"a and b must be 2D or 3D masks of one shape, got {mask_a.shape} and {mask_b.shape}.")
-    sp = _spacing(spacing, mask_a.ndim)
+    sp = spacing_vector(spacing, mask_a.ndim)
     if annotated is None:
-        contour_a, contour_b = _plain_contour(mask_a), _plain_contour(mask_b)
+        contour_a, contour_b = plain_contour(mask_a), plain_contour(mask_b)
     else:
-        region = _as_numpy(annotated, "annotated").astype(bool)
+        region = as_numpy(annotated, "annotated").astype(bool)
         if region.shape != mask_a.shape:
             raise ValueError(f"annotated must have the masks' shape {mask_a.shape}, got {region.shape}.")
         contour_a, contour_b = _annotated_contour(mask_a, region), _annotated_contour(mask_b, region)
-    return _pooled_cmd([_points_mm(contour_a, sp)], [_points_mm(contour_b, sp)])
+    return _pooled_cmd([points_mm(contour_a, sp)], [points_mm(contour_b, sp)])
 
 
 # ------------------------------------------------------------------------------------------------ annotated planes
@@ -316,7 +322,7 @@ def annotated_sections(label, ignore_value: int = 0, min_voxels: int = 1) -> lis
     """
     if min_voxels < 1:
         raise ValueError(f"min_voxels must be at least 1, got {min_voxels}.")
-    return _greedy_sections(_label_map(label, "label", ndims=(3,)) != ignore_value, min_voxels)
+    return _greedy_sections(label_map(label, "label", ndims=(3,)) != ignore_value, min_voxels)
 
 
 def _greedy_sections(annotated: np.ndarray, min_voxels: int = 1) -> list[tuple[int, int]]:
@@ -394,8 +400,8 @@ def _section_contour_points(
         ]
     points_pred, points_ref = [], []
     for axis, index, pred_2d, ref_2d, region_2d in planes:
-        points_pred.append(_points_mm(_annotated_contour(pred_2d == class_index, region_2d), spacing, axis, index))
-        points_ref.append(_points_mm(_annotated_contour(ref_2d == class_index, region_2d), spacing, axis, index))
+        points_pred.append(points_mm(_annotated_contour(pred_2d == class_index, region_2d), spacing, axis, index))
+        points_ref.append(points_mm(_annotated_contour(ref_2d == class_index, region_2d), spacing, axis, index))
     return points_pred, points_ref
 
 
@@ -430,10 +436,10 @@ def sparse_contour_mean_distance(
     Raises:
         ValueError: maps of different shapes, a bad spacing, or a section outside the volume.
     """
-    pred_np, ref_np = _label_map(pred, "pred"), _label_map(label, "label")
+    pred_np, ref_np = label_map(pred, "pred"), label_map(label, "label")
     if pred_np.shape != ref_np.shape:
         raise ValueError(f"pred and label must have one shape, got {pred_np.shape} and {ref_np.shape}.")
-    sp = _spacing(spacing, ref_np.ndim)
+    sp = spacing_vector(spacing, ref_np.ndim)
     region = _region(pred_np, ref_np, ignore_value, pred_ignore_value)
     if ref_np.ndim == 3:
         sections = _greedy_sections(region) if sections is None else _check_sections(sections, ref_np.shape)
@@ -458,7 +464,7 @@ def dice_on_annotated(pred, label, class_index: int, ignore_value: int = 0) -> f
     Raises:
         ValueError: maps of different shapes.
     """
-    pred_np, ref_np = _as_numpy(pred, "pred"), _as_numpy(label, "label")
+    pred_np, ref_np = as_numpy(pred, "pred"), as_numpy(label, "label")
     if pred_np.shape != ref_np.shape:
         raise ValueError(f"pred and label must have one shape, got {pred_np.shape} and {ref_np.shape}.")
     annotated = ref_np != ignore_value
@@ -572,7 +578,7 @@ def sparse_segmentation_measures(
         raise ValueError(f"pred and label must have one shape, got {pred_np.shape} and {ref_np.shape}.")
     if ref_np.ndim == 4 and "cmd_mm" in measures:
         raise ValueError("CMD is measured on 2D cross-sections of 2D or 3D maps; a 3D+time map takes the others.")
-    sp = _spacing(spacing, ref_np.ndim)
+    sp = spacing_vector(spacing, ref_np.ndim)
     voxel_volume = float(np.prod(sp))
     region = _region(pred_np, ref_np, ignore_value, pred_ignore_value)
     pred_in, ref_in = pred_np[region], ref_np[region]

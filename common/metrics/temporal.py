@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from common.metrics.sparse_measures import _as_numpy, _label_map, _nearest, _plain_contour, _points_mm, _spacing
+from common.metrics.sparse_measures import as_numpy, label_map, nearest_points, plain_contour, points_mm, spacing_vector
 
 __all__ = [
     "EF_REDUCED_THRESHOLD",
@@ -50,7 +50,7 @@ def _sequence(x, name: str) -> np.ndarray:
     Returns:
         the map as a numpy array.
     """
-    return _label_map(x, name, ndims=(4,))
+    return label_map(x, name, ndims=(4,))
 
 
 def _voxel_ml(spacing) -> float:
@@ -61,7 +61,7 @@ def _voxel_ml(spacing) -> float:
     """
     if spacing is None:
         return 1.0
-    return float(np.prod(_spacing(spacing, 3))) / _MM3_PER_ML
+    return float(np.prod(spacing_vector(spacing, 3))) / _MM3_PER_ML
 
 
 def _classes(classes: Sequence[int]) -> list[int]:
@@ -86,7 +86,7 @@ def _vector(values) -> np.ndarray:
         the array, of the input's shape.
     """
     if isinstance(values, torch.Tensor):
-        values = _as_numpy(values, "values")
+        values = as_numpy(values, "values")
     return np.asarray(values, dtype=np.float64)
 
 
@@ -178,8 +178,8 @@ def _symmetric_asd(a: np.ndarray, b: np.ndarray, spacing: np.ndarray) -> float:
     Returns:
         mean of the distances of both surfaces' voxels to the other surface.
     """
-    points_a, points_b = _points_mm(_plain_contour(a), spacing), _points_mm(_plain_contour(b), spacing)
-    a_to_b, b_to_a = _nearest(points_a, points_b)
+    points_a, points_b = points_mm(plain_contour(a), spacing), points_mm(plain_contour(b), spacing)
+    a_to_b, b_to_a = nearest_points(points_a, points_b)
     return float(np.concatenate([a_to_b, b_to_a]).mean())
 
 
@@ -205,7 +205,7 @@ def consecutive_frame_surface_distance(labels, classes: Sequence[int] = (1, 2), 
     seq = _sequence(labels, "labels")
     if seq.shape[-1] < 2:
         raise ValueError(f"labels must have at least 2 frames to compare, got shape {seq.shape}.")
-    sp = _spacing(spacing, 3)
+    sp = spacing_vector(spacing, 3)
     result = {}
     for c in _classes(classes):
         masks = [seq[..., t] == c for t in range(seq.shape[-1])]
