@@ -256,7 +256,7 @@ def _wrong_channels(m: Materials, tmp: Path) -> Setup:
 
 
 def _label_shape(m: Materials, tmp: Path) -> Setup:
-    shape = (*m.spatial[:-1], SIDE - 4)
+    shape = (SIDE - 4, *m.spatial[1:])  # the first axis: a 3D+time label of another frame count has its own message
     label = m.label("b_short_label", np.zeros(shape, np.uint8))
     return Setup("b_short_label.nii.gz", (f"found label spatial shape {shape}",), {**m.good, "label": label})
 
