@@ -348,9 +348,7 @@ class ConfusionMatrixReport(EpochReport):
         Raises:
             ValueError: when ``save_rank`` is not below the world size, or no case was counted.
         """
-        world_size = idist.get_world_size()
-        if self.save_rank >= world_size:
-            raise ValueError(f"save_rank={self.save_rank} must be below the world size {world_size}.")
+        self._check_save_rank()
         counts, n_cases, ignored = self._reduced()
         if n_cases == 0:
             raise ValueError("the confusion matrix has no case: the evaluation yielded no output dicts.")

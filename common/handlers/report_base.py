@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import ignite.distributed as idist
 import numpy as np
 from ignite.engine import Engine, Events
 from monai.data import decollate_batch
@@ -90,8 +91,24 @@ class EpochReport:
     (collect the current cases) and ``__call__(engine)`` (write the report).
     """
 
+    save_rank: int = 0
+
     def _started(self, engine: Engine) -> None:
         raise NotImplementedError
+
+    def _check_save_rank(self) -> int:
+        """Check that the writing rank exists.
+
+        Returns:
+            the world size.
+
+        Raises:
+            ValueError: when ``save_rank`` is not below the world size.
+        """
+        world_size = idist.get_world_size()
+        if self.save_rank >= world_size:
+            raise ValueError(f"save_rank={self.save_rank} must be below the world size {world_size}.")
+        return world_size
 
     def iteration_completed(self, engine: Engine) -> None:
         """Collect what this iteration's cases hold (subclasses implement it).

@@ -282,9 +282,7 @@ class SegmentationReport(EpochReport):
             ValueError: when ``save_rank`` is not below the world size, or (before anything is written) a metric
                 is missing from ``engine.state.metric_details`` or does not fit the case names and column names.
         """
-        world_size = idist.get_world_size()
-        if self.save_rank >= world_size:
-            raise ValueError(f"save_rank={self.save_rank} must be below the world size {world_size}.")
+        world_size = self._check_save_rank()
         filenames = string_list_all_gather(strings=self._filenames) if world_size > 1 else list(self._filenames)
         if idist.get_rank() != self.save_rank:
             return

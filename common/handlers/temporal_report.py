@@ -743,9 +743,7 @@ class TemporalSegmentationReport(EpochReport):
         Raises:
             ValueError: when ``save_rank`` is not below the world size, or no case was evaluated.
         """
-        world_size = idist.get_world_size()
-        if self.save_rank >= world_size:
-            raise ValueError(f"save_rank={self.save_rank} must be below the world size {world_size}.")
+        self._check_save_rank()
         records = self._gather()
         if not records:
             raise ValueError("the temporal report has no case: the evaluation yielded no output dicts.")
