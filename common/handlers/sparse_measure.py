@@ -21,7 +21,7 @@ class SparseSegmentationMeasure(IgniteMetricHandler):
     :class:`common.handlers.SegmentationReport` reads them.
 
     Args:
-        measure: ``"dice"``, ``"cmd"``, ``"avd"`` or ``"mvd"``.
+        measure: ``"dice"``, ``"cmd"``, ``"avd"``, ``"mvd"`` (mm³) or ``"mvd_cm3"``.
         classes: the label values scored.
         ignore_value: the reference value meaning "not annotated".
         reduction: MONAI metric reduction over cases and classes.

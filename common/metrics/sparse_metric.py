@@ -15,7 +15,8 @@ from common.metrics.sparse_measures import sparse_segmentation_measures
 __all__ = ["MEASURES", "SparseSegmentationMetric"]
 
 #: measure name -> key of :func:`~common.metrics.sparse_measures.sparse_segmentation_measures`' per-class results
-MEASURES = {"dice": "dice", "cmd": "cmd_mm", "avd": "avd_percent", "mvd": "mvd_mm3"}
+MEASURES = {"dice": "dice", "cmd": "cmd_mm", "avd": "avd_percent", "mvd": "mvd_mm3", "mvd_cm3": "mvd_mm3"}
+_SCALE = {"mvd_cm3": 1e-3}  # measure -> factor on the computed value (mm³ -> cm³)
 
 
 def _spacing(image: torch.Tensor, spatial_dims: int) -> tuple[float, ...]:
@@ -39,7 +40,8 @@ class SparseSegmentationMetric(CumulativeIterationMetric):
     """One of the paper's measures per case and class, scored on the annotated voxels only (Section IV-A).
 
     ``measure`` is ``"dice"`` (Dice coefficient), ``"cmd"`` (contour mean distance, mm), ``"avd"`` (absolute volume
-    difference, %) or ``"mvd"`` (mean volume difference, mm³), computed by
+    difference, %), ``"mvd"`` (mean volume difference, mm³) or ``"mvd_cm3"`` (the same in cm³, as the head CT paper
+    reports the absolute volume difference per case), computed by
     :func:`common.metrics.sparse_measures.sparse_segmentation_measures` from the predicted and reference label maps:
     ``y_pred`` and ``y`` are ``[B, 1, *spatial]`` index maps whose reference value ``ignore_value`` marks voxels
     without annotation. The voxel size comes from ``y_pred``'s (else ``y``'s) affine when they are MetaTensors (full
@@ -48,7 +50,7 @@ class SparseSegmentationMetric(CumulativeIterationMetric):
     ``DiceMetric`` (``reduction``, NaN left out).
 
     Args:
-        measure: ``"dice"``, ``"cmd"``, ``"avd"`` or ``"mvd"``.
+        measure: ``"dice"``, ``"cmd"``, ``"avd"``, ``"mvd"`` or ``"mvd_cm3"``.
         classes: the label values scored, e.g. ``[1, 2, 3, 4]``.
         ignore_value: the reference label value meaning "not annotated".
         reduction: MONAI metric reduction of ``aggregate``.
@@ -110,7 +112,8 @@ class SparseSegmentationMetric(CumulativeIterationMetric):
                 ignore_value=self.ignore_value,
                 measures=(key,),
             )
-            rows.append([float(found[c][key]) for c in self.classes])
+            scale = _SCALE.get(self.measure, 1.0)
+            rows.append([float(found[c][key]) * scale for c in self.classes])
         return torch.as_tensor(rows, dtype=torch.float32, device=y_pred.device)
 
     def aggregate(

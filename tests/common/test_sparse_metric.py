@@ -37,6 +37,8 @@ def test_dice_and_volumes_per_class_on_annotated_voxels_only():
     mvd = SparseSegmentationMetric("mvd", classes=(1, 2))(y_pred, y)
     voxel = 0.5 * 0.5 * 2.0  # mm3
     assert torch.allclose(mvd, torch.tensor([[voxel, voxel]]))
+    mvd_cm3 = SparseSegmentationMetric("mvd_cm3", classes=(1, 2))(y_pred, y)
+    assert torch.allclose(mvd_cm3, torch.tensor([[voxel / 1000, voxel / 1000]]))  # 1 cm3 = 1000 mm3
     avd = SparseSegmentationMetric("avd", classes=(1, 2))(y_pred, y)
     assert torch.allclose(avd, torch.tensor([[100 / 8, 100 / 8]]))
 
