@@ -73,7 +73,8 @@ def test_tensorboard_mlflow_and_progress(bundle, tmp_path, monkeypatch):
     assert {"train_loss", "learning_rate"} <= tags, tags
     assert len(events.Scalars("train_loss")) == 4 and len(events.Scalars("learning_rate")) == 4  # 2 epochs x 2
     assert len(events.Scalars("train_epoch_loss")) == 2
-    val_metric = next(t for t in tags if t.startswith("val_") and "/" not in t)
+    train_cfg = json.loads((configs / "train.json").read_text(encoding="utf-8"))
+    (val_metric,) = train_cfg["validate"]["key_metric"]  # the key metric (a bundle may log others, e.g. val_loss)
     per_class = {f"{val_metric}_per_class/{name}" for name in foreground_names(bundle)}
     assert per_class <= tags, sorted(tags)
     assert [e.step for e in events.Scalars(val_metric)] == [1, 2]
