@@ -124,3 +124,44 @@ def infer_test_cases(root: Path, datalist, overrides: dict, config_files: list, 
         seg = nib.load(out / Path(entry["image"]).name.replace(".nii.gz", "_seg.nii.gz"))
         cases.append((entry, image, reference, seg))
     return cases
+
+
+def infer_dicom_test_case(root: Path, datalist, overrides: dict, config_files: list, logging_file, nifti_segs: dict):
+    """Infer the datalist's first ``test_dicom`` series (an LPS DICOM CT series of a ``test`` case) and check that
+    its label map says, voxel for voxel in world space, what the NIfTI input of the same case gave.
+
+    Args:
+        root: the test's folder; the label map goes to ``root/seg_dicom``.
+        datalist: the phantom datalist, made with ``dicom=True``.
+        overrides: the run's overrides (``ckpt_file`` included); ``input`` and ``output_dir`` are replaced.
+        config_files: the inference's config files (``inference.json``, ``demo.json``).
+        logging_file: the bundle's logging config.
+        nifti_segs: label maps (nibabel images) of the NIfTI test cases by image name without ``.nii.gz``.
+
+    Returns:
+        ``(labels, reference)``: the DICOM case's label map and its reference, as arrays in RAS order.
+    """
+    import nibabel as nib
+    import numpy as np
+    from monai.bundle import run as bundle_run
+
+    folder = Path(datalist).parent
+    case = json.loads(Path(datalist).read_text(encoding="utf-8"))["test_dicom"][0]
+    dicom_dir = folder / case["image"]
+    out = root / "seg_dicom"
+    bundle_run(
+        run_id="run", config_file=config_files, logging_file=logging_file,
+        **{**overrides, "output_dir": str(out), "input": str(dicom_dir)},
+    )  # fmt: skip
+    (seg_file,) = out.glob("*_seg.nii.gz")
+    reference = nib.load(folder / case["label"])
+    seg = nib.load(seg_file)
+    assert seg.shape == reference.shape
+    # the DICOM series (LPS) and the NIfTI (RAS) of one case give the same label in every voxel of the world
+    ras_seg, ras_ref = nib.as_closest_canonical(seg), nib.as_closest_canonical(reference)
+    ras_nifti = nib.as_closest_canonical(nifti_segs[dicom_dir.name])
+    assert np.allclose(ras_seg.affine, ras_ref.affine, atol=1e-3)
+    assert np.allclose(ras_seg.affine, ras_nifti.affine, atol=1e-3)
+    from_dicom, from_nifti = np.asarray(ras_seg.dataobj), np.asarray(ras_nifti.dataobj)
+    assert np.array_equal(from_dicom, from_nifti), f"{np.mean(from_dicom != from_nifti):.2%} of voxels differ"
+    return from_dicom, np.asarray(ras_ref.dataobj)

@@ -18,7 +18,7 @@ from monai.bundle import run as bundle_run
 
 from common.data import BundleInputError, find_bundle_input_error
 from common.phantoms import make_dataset
-from tests.conftest import cli_args, evaluate_untrained
+from tests.conftest import cli_args, evaluate_untrained, infer_dicom_test_case, infer_test_cases
 from tests.conftest import parse_configs as parse
 
 BUNDLE = Path("bundles/abdominal_ct_multiorgan_segmentation")
@@ -194,15 +194,8 @@ def foreground_dice(prediction: np.ndarray, reference: np.ndarray) -> float:
 def test_infer_nifti_and_dicom_keep_input_geometry(trained):
     root, datalist, common, _, _ = trained
     common = {**common, "ckpt_file": str(root / "models" / "model_final.pt")}
-    listing = json.loads(Path(datalist).read_text(encoding="utf-8"))
-    out = root / "seg"
-    bundle_run(run_id="run", config_file=[INFER, DEMO], logging_file=LOGGING, **{**common, "output_dir": str(out)})
     nifti_results = {}
-    for case in listing["test"]:
-        image = nib.load(Path(datalist).parent / case["image"])
-        reference = np.asarray(nib.load(Path(datalist).parent / case["label"]).dataobj)
-        name = Path(case["image"]).name.replace(".nii.gz", "_seg.nii.gz")
-        seg = nib.load(out / name)
+    for case, image, reference, seg in infer_test_cases(root, datalist, common, [INFER, DEMO], LOGGING):
         assert seg.shape == image.shape
         assert np.allclose(seg.affine, image.affine, atol=1e-4)
         labels = np.asarray(seg.dataobj)
@@ -211,29 +204,9 @@ def test_infer_nifti_and_dicom_keep_input_geometry(trained):
         # an empty one, would not), computed on the input's own grid
         assert foreground_dice(labels, reference) > 0.3, case["image"]
         nifti_results[Path(case["image"]).name.replace(".nii.gz", "")] = seg
-    # a DICOM CT series in, a NIfTI label map on the same grid out
-    dicom_case = listing["test_dicom"][0]
-    dicom_dir = Path(datalist).parent / dicom_case["image"]
-    out_dicom = root / "seg_dicom"
-    bundle_run(
-        run_id="run",
-        config_file=[INFER, DEMO],
-        logging_file=LOGGING,
-        **{**common, "output_dir": str(out_dicom), "input": str(dicom_dir)},
-    )
-    (seg_file,) = out_dicom.glob("*_seg.nii.gz")
-    reference = nib.load(Path(datalist).parent / dicom_case["label"])
-    seg = nib.load(seg_file)
-    assert seg.shape == reference.shape
-    # the DICOM series (LPS) and the NIfTI (RAS) of one case give the same label in every voxel of the world
-    ras_seg = nib.as_closest_canonical(seg)
-    ras_ref = nib.as_closest_canonical(reference)
-    ras_nifti = nib.as_closest_canonical(nifti_results[dicom_dir.name])
-    assert np.allclose(ras_seg.affine, ras_ref.affine, atol=1e-3)
-    assert np.allclose(ras_seg.affine, ras_nifti.affine, atol=1e-3)
-    from_dicom, from_nifti = np.asarray(ras_seg.dataobj), np.asarray(ras_nifti.dataobj)
-    assert np.array_equal(from_dicom, from_nifti), f"{np.mean(from_dicom != from_nifti):.2%} of voxels differ"
-    assert foreground_dice(from_dicom, np.asarray(ras_ref.dataobj)) > 0.3
+    # a DICOM CT series in, a NIfTI label map on the same grid out, the same labels as from the NIfTI
+    from_dicom, reference = infer_dicom_test_case(root, datalist, common, [INFER, DEMO], LOGGING, nifti_results)
+    assert foreground_dice(from_dicom, reference) > 0.3
 
 
 # ---------------------------------------------------------------------------------------------- bad input
