@@ -2,9 +2,9 @@
 
 Every generator module of the ``common.phantoms`` package declares its task at module level::
 
-    PHANTOM_TASK = PhantomTask(name="hand_mri_bones", generator=generate_hand_mri, labels={0: "background", ...},
+    PHANTOM_TASK = PhantomTask(name="hand_mri_bone", generator=generate_hand_mri, labels={0: "background", ...},
                                modality={"0": "MRI"}, dicom_modality="MR", description="...",
-                               defaults={"shape": [96, 96, 96], "spacing": [1.0, 1.0, 1.0]})
+                               defaults={"shape": [120, 120, 64], "spacing": [2.0, 2.0, 2.0]})
 
 (a tuple of tasks is accepted too). On the first lookup :data:`PHANTOM_TASKS` imports every public module of the
 package (:func:`discover_tasks`) and collects those declarations, so a new generator module needs no edit to
