@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 from ignite.handlers import ProgressBar as IgniteProgressBar
 
 __all__ = ["ProgressBar"]
@@ -52,4 +52,11 @@ class ProgressBar(IgniteProgressBar):
         """
         kwargs.setdefault("metric_names", self.metric_names)
         kwargs.setdefault("output_transform", self.output_transform)
+        # before Ignite's own epoch-end handler closes (and clears) the bar: show its final state, which tqdm's
+        # refresh interval skips when the last iterations come faster than 0.1 s (a quick inference run)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._show_final_state)
         super().attach(engine, *args, **kwargs)
+
+    def _show_final_state(self, engine: Engine) -> None:
+        if self.pbar is not None:
+            self.pbar.refresh()
