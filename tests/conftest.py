@@ -165,3 +165,24 @@ def infer_dicom_test_case(root: Path, datalist, overrides: dict, config_files: l
     from_dicom, from_nifti = np.asarray(ras_seg.dataobj), np.asarray(ras_nifti.dataobj)
     assert np.array_equal(from_dicom, from_nifti), f"{np.mean(from_dicom != from_nifti):.2%} of voxels differ"
     return from_dicom, np.asarray(ras_ref.dataobj)
+
+
+def train_in_process(config_files: list, logging_file, overrides: dict) -> dict:
+    """Train a bundle through ``monai.bundle``'s ``ConfigWorkflow`` in this process, as ``monai.bundle run`` does.
+
+    Args:
+        config_files: the training's config files (``train.json``, ``demo.json``, overlays).
+        logging_file: the bundle's logging config.
+        overrides: config id -> value (data, folders, a shorter schedule).
+
+    Returns:
+        the validation evaluator's metrics after the last validation (``state.metrics``).
+    """
+    from monai.bundle import ConfigWorkflow
+
+    wf = ConfigWorkflow(config_file=config_files, logging_file=logging_file, workflow_type="train", **overrides)
+    wf.initialize()
+    wf.run()
+    metrics = dict(wf.parser.get_parsed_content("validate#evaluator").state.metrics)
+    wf.finalize()
+    return metrics

@@ -10,7 +10,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigWorkflow
 from monai.bundle import run as bundle_run
 from monai.inferers import SlidingWindowInferer
 
@@ -24,7 +23,7 @@ from common.phantoms import make_dataset
 from common.phantoms.cardiac_ccta import generate_cardiac_ccta_dense
 from common.transforms.frames import RandAnnotatedFramed
 from common.transforms.time_axis import TimeAsSpatialAxisd
-from tests.conftest import evaluate_untrained, infer_test_cases
+from tests.conftest import evaluate_untrained, infer_test_cases, train_in_process
 from tests.conftest import parse_configs as parse
 
 BUNDLE = Path("bundles/cardiac_ccta_4d_segmentation")
@@ -218,11 +217,7 @@ def trained(tmp_path_factory):
         shape=[32, 32, 24, 16], spacing=[4.0, 4.0, 4.0, 0.0625],
     )  # fmt: skip
     common = {"datalist": str(datalist), "ckpt_dir": str(root / "models"), "output_dir": str(root / "eval"), **TINY}
-    wf = ConfigWorkflow(config_file=[TRAIN, DEMO], logging_file=LOGGING, workflow_type="train", **common)
-    wf.initialize()
-    wf.run()
-    history = dict(wf.parser.get_parsed_content("validate#evaluator").state.metrics)
-    wf.finalize()
+    history = train_in_process([TRAIN, DEMO], LOGGING, common)
     return root, datalist, common, history
 
 

@@ -11,7 +11,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigWorkflow
 from monai.bundle import run as bundle_run
 from monai.inferers import SliceInferer
 from monai.losses import DiceLoss
@@ -24,7 +23,7 @@ from common.networks.batch_renorm import BatchRenorm2d
 from common.networks.unet2d_ln import ChannelLayerNorm2d, UNet2DLayerNorm
 from common.phantoms import make_dataset
 from common.phantoms.head_ct import HEAD_CT_LABELS
-from tests.conftest import evaluate_untrained, infer_dicom_test_case, infer_test_cases
+from tests.conftest import evaluate_untrained, infer_dicom_test_case, infer_test_cases, train_in_process
 from tests.conftest import parse_configs as parse
 
 BUNDLE = Path("bundles/head_ct_neuroanatomy_segmentation")
@@ -173,11 +172,7 @@ def trained(tmp_path_factory):
     class_weights_main([str(datalist), "--n_classes", "12"])
     common = {"datalist": str(datalist), "ckpt_dir": str(root / "models"), "output_dir": str(root / "eval"), **TINY}
     common["class_weights_file"] = str(datalist.parent / "class_weights.json")
-    wf = ConfigWorkflow(config_file=[TRAIN, DEMO], logging_file=LOGGING, workflow_type="train", **common)
-    wf.initialize()
-    wf.run()
-    metrics = dict(wf.parser.get_parsed_content("validate#evaluator").state.metrics)
-    wf.finalize()
+    metrics = train_in_process([TRAIN, DEMO], LOGGING, common)
     return root, datalist, common, metrics
 
 
