@@ -7,6 +7,7 @@ Modules, MONAI's way (plain functions apart from the dictionary transforms that 
 - ``checks``: the input checks as plain functions on shapes, affines and arrays.
 - ``dictionary``: the dictionary transforms for a transform chain: ``LoadImageCheckedd`` and the ``Check*d`` checks.
 - ``io``: image headers without voxels (:py:func:`read_image_header`), voxels, and ``LoadImageChecked``.
+- ``folds``: cross-validation folds of a datalist (:py:func:`fold_cases`), with a fixed, documented rule;
 - ``datalist``: MSD-style datalists (:py:func:`load_datalist`) and the up-front header check
   (:py:func:`preflight_check`).
 - ``inputs``: listing inference inputs; ``writers``: atomic writes; ``messages``: the checks' shared wording.
@@ -39,6 +40,7 @@ from .dictionary import (
 )
 from .errors import BundleInputError, SkippedInputsError, find_bundle_input_error
 from .excepthook import InputErrorHook, input_error_summary, install_error_hook
+from .folds import fold_cases, fold_indices
 from .inputs import is_dicom_series_dir, list_inputs, require_file, require_output_dir
 from .io import EXPECTED_IMAGE, NIFTI_SUFFIXES, ImageHeader, LoadImageChecked, read_image_array, read_image_header
 from .served_output import ServedLabelPath, WriteServedLabelMapd
@@ -67,6 +69,8 @@ __all__ = [
     "check_label_values",
     "check_spatial_match",
     "find_bundle_input_error",
+    "fold_cases",
+    "fold_indices",
     "InputErrorHook",
     "input_error_summary",
     "install_error_hook",
