@@ -47,6 +47,7 @@ levels): :class:`KayalibayUNet3D` refuses others with a clear error, and the bun
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -69,7 +70,7 @@ class _ConvBNPReLU(torch.nn.Module):
         self.norm = torch.nn.BatchNorm3d(out_ch, eps=1e-5, momentum=BN_MOMENTUM)
         self.act = torch.nn.PReLU(out_ch)
 
-    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: UP045 (TorchScript)
         """Return ``(activation, pre-normalization sum)``: the second is what a later shortcut adds."""
         y = self.conv(x)
         if residual is not None:
@@ -92,8 +93,10 @@ def _zero_pad_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
     """
     missing = channels - x.shape[1]
     if missing < 0:
-        raise ValueError(f"a shortcut of {x.shape[1]} channels cannot be added to {channels}.")
-    return F.pad(x, (0, 0, 0, 0, 0, 0, 0, missing)) if missing else x
+        raise ValueError("a shortcut cannot have more channels than the tensor it is added to.")
+    if missing == 0:
+        return x
+    return F.pad(x, [0, 0, 0, 0, 0, 0, 0, missing])
 
 
 class _UpLevel(torch.nn.Module):
@@ -109,7 +112,7 @@ class _UpLevel(torch.nn.Module):
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         x, _ = self.reduce(x)
-        x, _ = self.deconv(F.interpolate(x, scale_factor=2, mode="nearest"))
+        x, _ = self.deconv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
         if self.merge == "concat":
             x = torch.cat([skip, x], dim=1)
         elif self.merge == "sum":
@@ -189,11 +192,13 @@ class KayalibayUNet3D(torch.nn.Module):
         Raises:
             ValueError: not 5D, or a side not divisible by 8 (the message says to pad).
         """
-        bad = [s for s in x.shape[2:] if s % DIVISOR]
-        if x.ndim != 5 or bad:
+        divisible = x.ndim == 5
+        for side in x.shape[2:]:
+            divisible = divisible and side % 8 == 0
+        if not divisible:
             raise ValueError(
-                f"KayalibayUNet3D needs [B, C, X, Y, Z] with every side divisible by {DIVISOR} (three stride-2 "
-                f"levels), got shape {tuple(x.shape)}; pad the volume (e.g. DivisiblePadd(k={DIVISOR}))."
+                "KayalibayUNet3D needs [B, C, X, Y, Z] with every side divisible by 8 (three stride-2 levels), got "
+                + f"shape {list(x.shape)}; pad the volume (e.g. DivisiblePadd(k=8))."
             )
         s1, _ = self.conv1(x)
         a, pre = self.conv2(s1)
@@ -220,7 +225,7 @@ def _upsample_linear(x: torch.Tensor) -> torch.Tensor:
     Returns:
         ``[B, C, 2X, 2Y, 2Z]``.
     """
-    return F.interpolate(x, scale_factor=2, mode="trilinear", align_corners=False)
+    return F.interpolate(x, scale_factor=2.0, mode="trilinear", align_corners=False)
 
 
 def table7_receptive_fields(filter_sizes: Sequence[int] = (3,) * 13) -> list[int]:

@@ -184,7 +184,7 @@ def test_initialisation_of_the_authors_code():
 
 def test_sizes_not_divisible_by_8_are_refused_clearly():
     net = KayalibayUNet3D(1, 5).eval()
-    with pytest.raises(ValueError, match=r"divisible by 8.*\(1, 1, 16, 20, 16\).*DivisiblePadd"):
+    with pytest.raises(ValueError, match=r"divisible by 8.*\[1, 1, 16, 20, 16\].*DivisiblePadd"):
         net(torch.zeros(1, 1, 16, 20, 16))
     with pytest.raises(ValueError, match="merge must be one of"):
         KayalibayUNet3D(merge="add")
