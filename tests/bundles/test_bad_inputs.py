@@ -790,8 +790,11 @@ def _mixed_inputs(m: Materials, images: Path) -> tuple[list[str], list[str]]:
     nan[0, 0, 0] = np.nan
     _nifti(images / "d_nan.nii.gz", nan)
     _nifti(images / "f_flat.nii.gz", np.zeros((SIDE, SIDE, 1), np.float32))
-    good.append("f_flat.nii.gz")
     bad = ["b_two_channels.nii.gz", "d_nan.nii.gz"]
+    minimum = m.facts.min_spatial_size
+    # a one-slice image is good where the bundle pads small inputs, bad below a declared minimum size
+    fits = minimum is None or all(k is None or s >= k for s, k in zip((SIDE, SIDE, 1), minimum, strict=False))
+    (good if fits else bad).append("f_flat.nii.gz")
     if m.facts.dicom:
         shutil.copytree(m.good_series, images / "c_series")
         good.append("c_series")
