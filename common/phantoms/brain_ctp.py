@@ -81,6 +81,7 @@ from common.phantoms.drawing import (
     SmoothWarp,
     Tube,
     Union,
+    check_grid,
     random_rotation,
     rim_profile,
     rotation_matrix,
@@ -209,14 +210,7 @@ def _check_kwargs(shape: Any, spacing: Any, motion_mm: Any, n_sections: Any) -> 
         TypeError: an argument of the wrong type.
         ValueError: an argument out of range.
     """
-    if not isinstance(shape, (list, tuple, np.ndarray)) or len(shape) != 3:
-        raise ValueError(f"shape={shape!r}; expected three positive integers")
-    if not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0 for s in shape):
-        raise ValueError(f"shape={shape!r}; expected three positive integers")
-    if not isinstance(spacing, (list, tuple, np.ndarray)) or len(spacing) != 3:
-        raise ValueError(f"spacing={spacing!r}; expected three positive numbers (mm)")
-    if not all(isinstance(s, (int, float, np.number)) and math.isfinite(s) and s > 0 for s in spacing):
-        raise ValueError(f"spacing={spacing!r}; expected three positive numbers (mm)")
+    shape, spacing = check_grid(shape, spacing)
     if isinstance(motion_mm, bool) or not isinstance(motion_mm, (int, float, np.number)):
         raise TypeError(f"motion_mm={motion_mm!r}; expected a number >= 0")
     if not math.isfinite(motion_mm) or motion_mm < 0:
@@ -229,8 +223,8 @@ def _check_kwargs(shape: Any, spacing: Any, motion_mm: Any, n_sections: Any) -> 
     if not 1 <= sections[0] <= sections[1] <= 3:
         raise ValueError(f"n_sections={n_sections!r}; expected 1 <= least <= most <= 3 (one plane per axis)")
     return (
-        tuple(int(s) for s in shape),
-        tuple(float(s) for s in spacing),
+        shape,
+        spacing,
         float(motion_mm),
         (int(sections[0]), int(sections[1])),
     )

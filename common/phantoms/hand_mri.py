@@ -66,7 +66,6 @@ it); a coarse grid such as 48 x 48 x 32 voxels of 5 x 5 x 4 mm still holds every
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -75,13 +74,14 @@ import numpy as np
 from common.phantoms.drawing import (
     Canvas,
     Ellipsoid,
+    Painter,
     Shape,
     Tube,
     Union,
+    check_grid,
     rim_profile,
     rotation_matrix,
     smooth_random_field,
-    soft_edge,
 )
 from common.phantoms.registry import PhantomTask
 
@@ -169,32 +169,6 @@ _FOREARM_BONES = (
 )
 _RIGHT_HAND = np.diag([-1.0, 1.0, 1.0])  # template u (radial) -> world x: the thumb towards -x
 _Z = np.array([0.0, 0.0, 1.0])
-
-
-def _check_kwargs(shape: Any, spacing: Any) -> tuple[tuple[int, ...], tuple[float, ...]]:
-    """Check the generator's arguments.
-
-    Args:
-        shape: array shape.
-        spacing: voxel size in mm.
-
-    Returns:
-        ``(shape, spacing)`` as tuples of ints and floats.
-
-    Raises:
-        ValueError: not three positive integers, or not three positive finite numbers.
-    """
-    if not isinstance(shape, (list, tuple, np.ndarray)) or len(shape) != 3:
-        raise ValueError(f"shape={shape!r}; expected three positive integers")
-    if not all(isinstance(s, (int, np.integer)) and not isinstance(s, (bool, np.bool_)) and s > 0 for s in shape):
-        raise ValueError(f"shape={shape!r}; expected three positive integers")
-    if not isinstance(spacing, (list, tuple, np.ndarray)) or len(spacing) != 3:
-        raise ValueError(f"spacing={spacing!r}; expected three positive numbers (mm)")
-    if not all(
-        isinstance(s, (int, float, np.integer, np.floating)) and not isinstance(s, (bool, np.bool_)) for s in spacing
-    ) or not all(math.isfinite(s) and s > 0 for s in spacing):
-        raise ValueError(f"spacing={spacing!r}; expected three positive numbers (mm)")
-    return tuple(int(s) for s in shape), tuple(float(s) for s in spacing)
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -386,65 +360,6 @@ class _Hand:
         self.bones.append((label, points, np.array([radii[0], radii[1], radii[1], radii[2]])))
 
 
-class _Painter:
-    """Paints signed distances on a canvas: blends the image, sets the label and the tissue where half covered.
-
-    Args:
-        canvas: the canvas (image, label, geometry).
-    """
-
-    def __init__(self, canvas: Canvas) -> None:
-        self.canvas = canvas
-        self.tissue = np.zeros(canvas.shape, dtype=np.uint8)
-
-    def sdf(
-        self,
-        sl: tuple[slice, ...],
-        sdf: np.ndarray,
-        value: float | Callable[[np.ndarray], np.ndarray],
-        label: int | None,
-        tissue: int | Callable[[np.ndarray], np.ndarray],
-    ) -> None:
-        """Paint the inside of a signed distance (mm, negative inside) with a one-voxel partial-volume ramp.
-
-        Args:
-            sl: the region's slices.
-            sdf: the signed distance on the region.
-            value: the signal, or a function of the depth (``-sdf``).
-            label: the label where at least half covered, or None to keep the labels.
-            tissue: the tissue code where at least half covered, or a function of the depth giving it.
-        """
-        frac = soft_edge(sdf, self.canvas.edge)
-        target = value(-sdf) if callable(value) else np.float32(value)
-        view = self.canvas.image[sl]
-        view += frac * (target - view)
-        inside = sdf <= 0
-        if label is not None:
-            self.canvas.label[sl][inside] = label
-        codes = tissue(-sdf) if callable(tissue) else tissue
-        self.tissue[sl][inside] = codes[inside] if isinstance(codes, np.ndarray) else codes
-
-    def shape(
-        self,
-        shape: Shape,
-        value: float | Callable[[np.ndarray], np.ndarray],
-        label: int | None,
-        tissue: int | Callable[[np.ndarray], np.ndarray],
-    ) -> None:
-        """Paint a shape on the box its bounds cover.
-
-        Args:
-            shape: the shape (world mm).
-            value: the signal, or a function of the depth.
-            label: the label, or None.
-            tissue: the tissue code, or a function of the depth giving it.
-        """
-        found = self.canvas.fraction(shape)
-        if found is not None:
-            sl, _, sdf = found
-            self.sdf(sl, sdf, value, label, tissue)
-
-
 def _layers(
     outer: float, inner: float, thickness: float, outer_code: int, inner_code: int
 ) -> tuple[Callable, Callable]:
@@ -489,7 +404,7 @@ def generate_hand_mri_dense(
     Raises:
         ValueError: a bad ``shape`` or ``spacing``.
     """  # noqa: DOC502 (raised by the argument check)
-    shape, spacing = _check_kwargs(shape, spacing)
+    shape, spacing = check_grid(shape, spacing)
     hand = _Hand(rng)
     rotation_deg = rng.uniform(-25.0, 25.0)
     tilt = rng.uniform(-10.0, 10.0, size=2)
@@ -512,7 +427,7 @@ def generate_hand_mri_dense(
         return np.asarray(points, dtype=np.float64) @ rot.T + offset
 
     canvas = Canvas(shape, spacing, background=0.0)
-    paint = _Painter(canvas)
+    paint = Painter(canvas)
 
     # Soft tissue: skin over fat everywhere, muscle deep in the palm, eminences, wrist and forearm.
     palm_parts: list[Shape] = [
@@ -535,8 +450,8 @@ def generate_hand_mri_dense(
         d_fingers = np.broadcast_to(Union(fingers).sdf(*axes), crop)
         d_hand = _smooth_min(d_palm, d_fingers, 4.0)
         value, tissue = _layers(signal["skin"], signal["fat"], skin_mm, _SKIN, _FAT)
-        paint.sdf(sl, d_hand, value, BG, tissue)
-        paint.sdf(sl, d_palm + np.float32(skin_mm + fat_mm), signal["muscle"], BG, _MUSCLE)
+        paint.sdf(d_hand, value, BG, tissue, sl)
+        paint.sdf(d_palm + np.float32(skin_mm + fat_mm), signal["muscle"], BG, _MUSCLE, sl)
 
     # Tendons, articular cartilage, then the unlabelled bones (carpus, radius, ulna) and the labelled bones.
     for tendon in hand.tendons:

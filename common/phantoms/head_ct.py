@@ -77,10 +77,11 @@ from common.phantoms.brain_anatomy import (
 )
 from common.phantoms.drawing import (
     Canvas,
-    Shape,
+    Painter,
     SmoothWarp,
     Tube,
     Union,
+    check_grid,
     rim_profile,
     smooth_random_field,
     soft_edge,
@@ -191,78 +192,13 @@ def _check_kwargs(shape: Any, spacing: Any, enlarged_ventricles: Any) -> tuple:
         TypeError: ``enlarged_ventricles`` is not a bool or a number.
         ValueError: a bad shape or spacing, or a probability outside [0, 1].
     """
-    if not isinstance(shape, (list, tuple, np.ndarray)) or len(shape) != 3:
-        raise ValueError(f"shape={shape!r}; expected three positive integers")
-    if not all(isinstance(s, (int, np.integer)) and not isinstance(s, (bool, np.bool_)) and s > 0 for s in shape):
-        raise ValueError(f"shape={shape!r}; expected three positive integers")
-    if not isinstance(spacing, (list, tuple, np.ndarray)) or len(spacing) != 3:
-        raise ValueError(f"spacing={spacing!r}; expected three positive numbers (mm)")
-    if not all(
-        isinstance(s, (int, float, np.integer, np.floating)) and not isinstance(s, (bool, np.bool_)) for s in spacing
-    ) or not all(math.isfinite(s) and s > 0 for s in spacing):
-        raise ValueError(f"spacing={spacing!r}; expected three positive numbers (mm)")
+    shape, spacing = check_grid(shape, spacing)
     p = enlarged_ventricles
     if not isinstance(p, (bool, np.bool_, int, float, np.integer, np.floating)):
         raise TypeError(f"enlarged_ventricles={p!r}; expected True, False or a probability in [0, 1]")
     if not 0.0 <= float(p) <= 1.0:  # also refuses NaN
         raise ValueError(f"enlarged_ventricles={p!r}; expected True, False or a probability in [0, 1]")
-    return tuple(int(s) for s in shape), tuple(float(s) for s in spacing), float(p)
-
-
-class _Painter:
-    """Paints signed distances on a canvas: blends the image, sets the label and the tissue where half covered.
-
-    Args:
-        canvas: the canvas (image, label, geometry).
-    """
-
-    def __init__(self, canvas: Canvas) -> None:
-        self.canvas = canvas
-        self.tissue = np.zeros(canvas.shape, dtype=np.uint8)
-        self.full = (slice(None),) * 3
-
-    def sdf(
-        self, sdf: np.ndarray, value: Any, label: int | None, tissue: int, sl: tuple[slice, ...] | None = None
-    ) -> None:
-        """Paint the inside of a signed distance (mm, negative inside) with a one-voxel partial-volume ramp.
-
-        Args:
-            sdf: the signed distance on the region.
-            value: the HU: a number, an array of the region's shape, or a function of the depth (``-sdf``).
-            label: the label where at least half covered, or None to keep the labels.
-            tissue: the tissue code (:data:`TISSUES`) where at least half covered.
-            sl: the region's slices; default the whole grid.
-        """
-        sl = self.full if sl is None else sl
-        frac = soft_edge(sdf, self.canvas.edge)
-        target = value(-sdf) if callable(value) else value
-        view = self.canvas.image[sl]
-        view += frac * (np.float32(target) - view) if np.isscalar(target) else frac * (target - view)
-        inside = sdf <= 0
-        if label is not None:
-            self.canvas.label[sl][inside] = label
-        self.tissue[sl][inside] = tissue
-
-    def shape(self, shape: Shape, value: Any, label: int | None, tissue: int, clip: np.ndarray | None = None) -> None:
-        """Paint a shape on the box its bounds cover, optionally only inside a full-grid signed distance ``clip``.
-
-        Args:
-            shape: the shape.
-            value: the HU, or a function of the depth.
-            label: the label, or None.
-            tissue: the tissue code.
-            clip: a full-grid signed distance bounding the shape (intersection), or None.
-        """
-        lo, hi = shape.bounds()
-        pad = 2.0 * self.canvas.edge
-        found = self.canvas.region(np.asarray(lo) - pad, np.asarray(hi) + pad)
-        if found is None:
-            return
-        sl, (x, y, z) = found
-        sdf = np.broadcast_to(shape.sdf(x, y, z), tuple(s.stop - s.start for s in sl))
-        if clip is not None:
-            sdf = np.maximum(sdf, clip[sl])
-        self.sdf(sdf, value, label, tissue, sl)
+    return shape, spacing, float(p)
 
 
 def _draw_hu(rng: np.random.Generator) -> dict[str, float]:
@@ -426,7 +362,7 @@ def generate_head_ct_dense(
     """  # noqa: DOC502 (raised by the argument check)
     shape, spacing, p_enlarged = _check_kwargs(shape, spacing, enlarged_ventricles)
     canvas = Canvas(shape, spacing, background=AIR_HU)
-    paint = _Painter(canvas)
+    paint = Painter(canvas)
     thin = 0.55 * max(spacing[0], spacing[1])
     pose = draw_pose(rng)
     mm = np.float32(pose.mean_scale)
