@@ -922,6 +922,8 @@ def test_public_names_and_their_modules():
         "as_bool": "switches",
         "ServedLabelPath": "served_output",
         "WriteServedLabelMapd": "served_output",
+        "fold_cases": "folds",
+        "fold_indices": "folds",
     }
     assert sorted(common.data.__all__) == sorted(homes)
     for name, module in homes.items():
