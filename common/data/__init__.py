@@ -28,7 +28,7 @@ from .checks import (
     check_spacing,
     check_spatial_match,
 )
-from .datalist import load_datalist, preflight_check, preflight_partition
+from .datalist import load_datalist, preflight_check, preflight_partition, select_channel_files
 from .dicom import DicomSeries, check_dicom_series
 from .dictionary import (
     CheckFiniteValuesd,
@@ -40,7 +40,7 @@ from .dictionary import (
 )
 from .errors import BundleInputError, SkippedInputsError, find_bundle_input_error
 from .excepthook import InputErrorHook, input_error_summary, install_error_hook
-from .folds import fold_cases, fold_indices
+from .folds import fold_cases, fold_indices, write_folds
 from .inputs import is_dicom_series_dir, list_inputs, require_file, require_output_dir
 from .io import EXPECTED_IMAGE, NIFTI_SUFFIXES, ImageHeader, LoadImageChecked, read_image_array, read_image_header
 from .served_output import ServedLabelPath, WriteServedLabelMapd
@@ -71,10 +71,12 @@ __all__ = [
     "find_bundle_input_error",
     "fold_cases",
     "fold_indices",
+    "write_folds",
     "InputErrorHook",
     "input_error_summary",
     "install_error_hook",
     "load_datalist",
+    "select_channel_files",
     "preflight_check",
     "read_image_array",
     "read_image_header",

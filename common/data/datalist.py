@@ -120,12 +120,47 @@ def _check_entries(path: Path, entries, key: str, required_keys: Sequence[str]) 
                 )
 
 
+def _gather_channels(path: Path, entry, index: int, key: str, channel_keys: tuple[str, ...]):
+    """An entry with one file per channel key, seen as one with ``"image"`` the list of them (for the checks).
+
+    Args:
+        path: the datalist, named in errors.
+        entry: one raw entry.
+        index: its position in ``key``'s list.
+        key: the datalist key.
+        channel_keys: the channel keys, in order.
+
+    Returns:
+        the entry as it is when it has ``"image"`` or is not a dict; else a copy with ``"image"``.
+
+    Raises:
+        BundleInputError: an entry with some channel keys but not all, naming the missing ones.
+    """
+    if not isinstance(entry, dict) or "image" in entry:
+        return entry
+    present = [k for k in channel_keys if k in entry]
+    if not present:
+        return entry
+    missing = [k for k in channel_keys if k not in entry]
+    if missing:
+        raise BundleInputError(
+            path,
+            f"entry {index} of '{key}' without the {_quoted(missing)} channel file(s) (it has {_quoted(entry)})",
+            f"one file per channel under the keys {_quoted(channel_keys)}, or 'image' listing them in that order",
+        )
+    if not all(_is_path(entry[k]) for k in channel_keys):
+        bad = next(k for k in channel_keys if not _is_path(entry[k]))
+        raise BundleInputError(path, f"entry {index} of '{key}' with '{bad}': {entry[bad]!r}", f"'{bad}' to be a path")
+    return {**entry, "image": [entry[k] for k in channel_keys]}
+
+
 def load_datalist(
     datalist_path: str | PathLike,
     data_list_key: str = "training",
     base_dir: str | PathLike | None = None,
     required_keys: Sequence[str] = ("image", "label"),
     check_files: bool = True,
+    channel_keys: Sequence[str] | None = None,
 ) -> list[dict]:
     """Read the ``data_list_key`` list of an MSD-style JSON datalist, with paths resolved and checked.
 
@@ -135,7 +170,10 @@ def load_datalist(
         {"training": [{"image": "imagesTr/case_001.nii.gz", "label": "labelsTr/case_001.nii.gz"}, ...],
          "validation": [...], "test": ["imagesTs/case_101.nii.gz", ...]}
 
-    An image may be a NIfTI file, a DICOM series folder, or a list of files stacked as channels.
+    An image may be a NIfTI file, a DICOM series folder, or a list of files stacked as channels. With
+    ``channel_keys`` (e.g. ``["flair", "t1", "t1c", "t2"]``) an entry may instead give one file per channel under
+    those keys: ``{"flair": ..., "t1": ..., "t1c": ..., "t2": ..., "label": ...}`` is read as ``"image"`` the list
+    of the four files in that order (an entry with ``"image"`` is read as it is).
 
     Args:
         datalist_path: the JSON datalist.
@@ -144,14 +182,17 @@ def load_datalist(
         required_keys: keys every entry must have (a str for one key); their values must be a path or a list of
             paths (``("image",)`` for inference).
         check_files: whether every path under ``required_keys`` must exist.
+        channel_keys: keys of per-channel files, in channel order, gathered into ``"image"`` when an entry has no
+            ``"image"``; None: no such keys.
 
     Returns:
         the entries, as dicts with absolute (normalised) paths.
 
     Raises:
         BundleInputError: naming the datalist when it is missing or not valid JSON, lacks ``data_list_key`` (the
-            message lists the keys present), an entry lacks a required key (entry index and key are given), or a
-            referenced file or folder does not exist (entry index and resolved path are given).
+            message lists the keys present), an entry lacks a required key (entry index and key are given; for
+            ``channel_keys``, the missing channel's key), or a referenced file or folder does not exist (entry
+            index and resolved path are given).
         ValueError: ``required_keys`` is empty.
     """
     required_keys = tuple(ensure_tuple(required_keys))
@@ -165,7 +206,11 @@ def load_datalist(
             f"no '{data_list_key}' key (keys present: {_quoted(content)})",
             f"a '{data_list_key}' list of entries",
         )
-    _check_entries(path, content[data_list_key], data_list_key, required_keys)
+    channel_keys = tuple(ensure_tuple(channel_keys)) if channel_keys else ()
+    entries = content[data_list_key]
+    if channel_keys and isinstance(entries, list):
+        entries = [_gather_channels(path, e, i, data_list_key, channel_keys) for i, e in enumerate(entries)]
+    _check_entries(path, entries, data_list_key, required_keys)
     base = Path(base_dir) if base_dir is not None else path.parent
     try:
         data = load_decathlon_datalist(path, is_segmentation=True, data_list_key=data_list_key, base_dir=base)
@@ -174,6 +219,8 @@ def load_datalist(
             path, f"a datalist MONAI cannot load ({describe_reader_error(e)})", EXPECTED_DATALIST
         ) from e
     for entry in data:
+        if channel_keys and "image" not in entry and all(k in entry for k in channel_keys):
+            entry["image"] = [os.path.normpath(os.path.join(base, entry[k])) for k in channel_keys]
         # load_decathlon_datalist joins only 'image' and 'label' unconditionally; join the other required keys too
         for k in required_keys:
             if k not in ("image", "label"):
@@ -471,3 +518,43 @@ def _check_case(entry: Mapping, **o) -> None:
     if o["check_label_values"]:
         for p in _paths(entry[label_key]):
             _check_label_values(read_image_array(p), o["label_values"], p, o["label_ignore_value"])
+
+
+def select_channel_files(
+    data: Sequence[Mapping], channels: Sequence[int], n_files: int, image_key: str = "image"
+) -> list[dict]:
+    """Keep the files of some channels of entries whose image is one file per channel (a modality subset).
+
+    Kayalıbay et al. 2017, section 4.2, Table 2 train on single MRI modalities and on subsets of them: with one
+    file per modality the subset is chosen here, before anything is read. All channels (``channels`` is
+    ``0..n_files-1``) keeps every entry as it is, whatever its image.
+
+    Args:
+        data: the entries (absolute paths).
+        channels: the channel indices kept, in order.
+        n_files: the number of channel files an entry's image lists.
+        image_key: the image's key.
+
+    Returns:
+        new entries with the image reduced to the chosen files.
+
+    Raises:
+        BundleInputError: an entry whose image is not a list of ``n_files`` files (e.g. one 4D file), naming it.
+        ValueError: a channel index out of range.
+    """
+    channels = [int(c) for c in channels]
+    if any(not 0 <= c < int(n_files) for c in channels):
+        raise ValueError(f"channels must be indices 0..{int(n_files) - 1}, got {channels}.")
+    if channels == list(range(int(n_files))):
+        return [dict(e) for e in data]
+    out = []
+    for entry in data:
+        image = entry[image_key]
+        if not isinstance(image, (list, tuple)) or len(image) != int(n_files):
+            raise BundleInputError(
+                image if isinstance(image, str) else str(image),
+                "an image that is not one file per channel",
+                f"a list of {n_files} channel files (a subset of channels {channels} is chosen from the files)",
+            )
+        out.append({**entry, image_key: [image[c] for c in channels]})
+    return out

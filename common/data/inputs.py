@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from os import PathLike
 from pathlib import Path
 
@@ -49,7 +50,9 @@ def is_dicom_series_dir(path: str | PathLike) -> bool:
     return False
 
 
-def list_inputs(source: str | PathLike, key: str = "test", image_key: str = "image") -> list[dict]:
+def list_inputs(
+    source: str | PathLike, key: str = "test", image_key: str = "image", channel_keys: Sequence[str] | None = None
+) -> list[dict]:
     """List the images an inference run should process, as ``[{"image": path}, ...]``.
 
     Args:
@@ -58,6 +61,7 @@ def list_inputs(source: str | PathLike, key: str = "test", image_key: str = "ima
             JSON whose ``key`` list is read (paths relative to the JSON's folder).
         key: the datalist key to read when ``source`` is a JSON file.
         image_key: the dictionary key of each item.
+        channel_keys: a datalist's per-channel file keys (see :func:`common.data.load_datalist`).
 
     Returns:
         one ``{image_key: path}`` per image, in the order above.
@@ -70,7 +74,7 @@ def list_inputs(source: str | PathLike, key: str = "test", image_key: str = "ima
     if not source.exists():
         raise BundleInputError(source, "no such file or folder", "a folder of NIfTI files/DICOM series, or a datalist")
     if source.is_file() and source.suffix == ".json":
-        items = load_datalist(source, data_list_key=key, required_keys=(image_key,))
+        items = load_datalist(source, data_list_key=key, required_keys=(image_key,), channel_keys=channel_keys)
         paths = [item[image_key] for item in items]
     elif source.is_file():
         if not source.name.endswith(NIFTI_SUFFIXES):
@@ -137,7 +141,7 @@ def _check_distinct_outputs(source: Path, paths: list[str]) -> None:
     """
     seen: dict[str, str] = {}
     for path in paths:
-        stem = _output_stem(path)
+        stem = _output_stem(path[0] if isinstance(path, list) else path)  # channel files: named after the first
         if stem in seen:
             raise BundleInputError(
                 source,

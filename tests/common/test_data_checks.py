@@ -923,6 +923,8 @@ def test_public_names_and_their_modules():
         "ServedLabelPath": "served_output",
         "WriteServedLabelMapd": "served_output",
         "fold_cases": "folds",
+        "write_folds": "folds",
+        "select_channel_files": "datalist",
         "fold_indices": "folds",
     }
     assert sorted(common.data.__all__) == sorted(homes)
