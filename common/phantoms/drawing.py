@@ -633,14 +633,31 @@ class Painter:
     code are set. The tissue map (one code per voxel, e.g. a phantom's ``TISSUES``) lets a generator describe more
     than its label classes (skin, fat, marrow, ...).
 
+    Multi-channel: with ``extra`` images (e.g. the other contrasts of an MRI) every shape is painted in the canvas
+    image and in each extra image with the same partial-volume fraction, and a value is given per image (a sequence
+    of :attr:`images`' length, canvas image first).
+
     Args:
         canvas: the canvas (image, label, geometry).
+        extra: float32 arrays of the canvas's shape painted alongside its image (painted in place); default none.
+
+    Raises:
+        ValueError: an extra image not of the canvas's shape.
     """
 
-    def __init__(self, canvas: Canvas) -> None:
+    def __init__(self, canvas: Canvas, extra: Sequence[np.ndarray] = ()) -> None:
         self.canvas = canvas
         self.tissue = np.zeros(canvas.shape, dtype=np.uint8)
         self.full = (slice(None),) * 3
+        self.extra = list(extra)
+        for image in self.extra:
+            if image.shape != canvas.shape:
+                raise ValueError(f"an extra image of shape {image.shape}; expected the canvas's {canvas.shape}")
+
+    @property
+    def images(self) -> list[np.ndarray]:
+        """The painted images (not copies): the canvas image, then the extra ones."""
+        return [self.canvas.image, *self.extra]
 
     def sdf(
         self,
@@ -654,16 +671,24 @@ class Painter:
 
         Args:
             sdf: the signed distance on the region.
-            value: the intensity: a number, an array of the region's shape, or a function of the depth (``-sdf``).
+            value: the intensity: a number, an array of the region's shape, or a function of the depth (``-sdf``);
+                with extra images a sequence of such values, one per image (:attr:`images`' order).
             label: the label where at least half covered, or None to keep the labels.
             tissue: the tissue code where at least half covered, or a function of the depth giving it.
             sl: the region's slices; default the whole grid.
+
+        Raises:
+            ValueError: with extra images, not one value per image.
         """
         sl = self.full if sl is None else sl
         frac = soft_edge(sdf, self.canvas.edge)
-        target = value(-sdf) if callable(value) else value
-        view = self.canvas.image[sl]
-        view += frac * (np.float32(target) - view) if np.isscalar(target) else frac * (target - view)
+        values = value if self.extra else (value,)
+        if not isinstance(values, (Sequence, np.ndarray)) or len(values) != len(self.extra) + 1:
+            raise ValueError(f"a {type(value).__name__} value; expected {len(self.extra) + 1} values, one per image")
+        for image, image_value in zip(self.images, values, strict=True):
+            target = image_value(-sdf) if callable(image_value) else image_value
+            view = image[sl]
+            view += frac * (np.float32(target) - view) if np.isscalar(target) else frac * (target - view)
         inside = sdf <= 0
         if label is not None:
             self.canvas.label[sl][inside] = label
