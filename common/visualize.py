@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from matplotlib import colormaps
@@ -17,6 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 __all__ = [
+    "ChannelOverlaySlice",
     "OverlaySlice",
     "describe_plane",
     "label_colour",
@@ -25,6 +27,8 @@ __all__ = [
     "to_radiological",
     "plot_boxplots",
     "plot_overlays",
+    "percentile_window",
+    "plot_channel_overlays",
 ]
 
 # 50 distinct colours; label value v (>= 1) always gets _PALETTE[(v - 1) % 50], whatever other labels exist.
@@ -107,6 +111,28 @@ class OverlaySlice:
     reference: np.ndarray
     prediction: np.ndarray
     window: tuple[float, float]
+    index: tuple[int, ...] = ()
+    axis: int = 2
+
+
+@dataclass
+class ChannelOverlaySlice:
+    """One 2-D plane of a multi-channel case (e.g. the four MRI modalities of BraTS) for :func:`plot_channel_overlays`.
+
+    Attributes:
+        name: case name shown as the row title.
+        channels: ``[C, H, W]`` intensities of every channel on the plane, the plane's two remaining axes in volume
+            order (as :attr:`OverlaySlice.image`), before display re-orientation.
+        reference: ``[H, W]`` integer label map of the reference.
+        prediction: ``[H, W]`` integer label map of the prediction.
+        index: where the plane lies in the case's label map (see :func:`describe_plane`).
+        axis: the spatial axis normal to the plane: 2 axial (default), 1 coronal, 0 sagittal.
+    """
+
+    name: str
+    channels: np.ndarray
+    reference: np.ndarray
+    prediction: np.ndarray
     index: tuple[int, ...] = ()
     axis: int = 2
 
@@ -248,6 +274,93 @@ def plot_boxplots(
     return fig
 
 
+class _LabelColours:
+    """The label colours of one overlay figure: the colour map of its label maps and its legend entries.
+
+    Args:
+        class_names: label value -> name for the legend (background 0 may be omitted).
+        label_maps: every label map the figure draws; the colour map spans their largest value.
+        colours: label value (> 0) -> matplotlib colour replacing its :func:`label_colour`; ``None``: none.
+
+    Raises:
+        ValueError: when ``colours`` names a label value <= 0 (background stays transparent) or an invalid colour.
+    """
+
+    def __init__(
+        self,
+        class_names: Mapping[int, str],
+        label_maps: Sequence[np.ndarray],
+        colours: Mapping[int, Any] | None = None,
+    ) -> None:
+        self.custom: dict[int, tuple[float, float, float, float]] = {}
+        for value, colour in (colours or {}).items():
+            if int(value) <= 0:
+                raise ValueError(f"label colours are for label values > 0 (0 is transparent), got {value!r}.")
+            self.custom[int(value)] = to_rgba(colour)
+        self.values = sorted(int(v) for v in class_names if int(v) > 0)
+        self.top = max([*self.values, *(int(np.max(m)) for m in label_maps), 1])
+        self.cmap = ListedColormap([self.colour(v) for v in range(self.top + 1)])
+        self.handles = [
+            Patch(facecolor=self.colour(v), label=f"{v}: {class_names.get(v, str(v))}") for v in self.values
+        ]
+        self.inches = 0.2 + 0.2 * -(-len(self.values) // 4)  # legend height: 4 legend entries a line
+
+    def colour(self, value: int) -> tuple[float, float, float, float]:
+        """RGBA colour of a label value in this figure.
+
+        Args:
+            value: a label value.
+
+        Returns:
+            its colour given to the figure, else its :func:`label_colour`.
+        """
+        return self.custom.get(int(value), label_colour(int(value)))
+
+
+def _grid_figure(n_rows: int, n_columns: int, legend: _LabelColours) -> tuple[Figure, float]:
+    """A figure for a grid of planes above a legend.
+
+    Returns:
+        the figure and its height in inches: 3 in a column, 3.1 in a row (keeps rows of square 2.7 in panels
+        apart), 0.7 in for titles and the legend's own height.
+    """
+    height = 3.1 * n_rows + 0.7 + legend.inches
+    return new_figure(n_columns * 3.0, height), height
+
+
+def _draw_plane(
+    ax: Any, image: np.ndarray, window: tuple[float, float], labels: np.ndarray | None, legend: _LabelColours
+) -> None:
+    """Draw a grey plane (already in display orientation) and, unless ``labels`` is ``None``, its labels over it.
+
+    ``labels`` is the plane's ``[H, W]`` label map before :func:`to_radiological`; each value > 0 is drawn in its
+    colour at opacity :data:`OVERLAY_ALPHA`. An empty ``window`` (``vmax <= vmin``) becomes ``(vmin, vmin + 1)``.
+    """
+    vmin, vmax = window
+    if not vmax > vmin:
+        vmax = vmin + 1.0
+    ax.imshow(image, cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
+    if labels is not None:
+        shown = to_radiological(np.asarray(labels)).astype(np.int64)
+        masked = np.ma.masked_where(shown <= 0, shown)
+        ax.imshow(
+            masked, cmap=legend.cmap, vmin=-0.5, vmax=legend.top + 0.5, alpha=OVERLAY_ALPHA, interpolation="nearest"
+        )
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _finish_grid(fig: Figure, height: float, legend: _LabelColours, title: str) -> None:
+    """Add the legend below the grid and the title above it, then lay the panels out clear of the legend."""
+    if legend.handles:
+        fig.legend(
+            handles=legend.handles, loc="lower center", ncol=min(len(legend.handles), 4), fontsize=8, frameon=False
+        )
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0.0, legend.inches / height, 1.0, 1.0))
+
+
 def plot_overlays(cases: Sequence[OverlaySlice], class_names: Mapping[int, str], title: str = "") -> Figure:
     """Grid of planes, one row per plane, columns image | reference | prediction, with a label legend.
 
@@ -278,37 +391,111 @@ def plot_overlays(cases: Sequence[OverlaySlice], class_names: Mapping[int, str],
             raise ValueError(
                 f"overlay '{case.name}': image, reference and prediction must be 2-D of one shape, got {shapes}."
             )
-    values = sorted(int(v) for v in class_names if int(v) > 0)
-    top = max([*values, *(int(max(np.max(c.reference), np.max(c.prediction))) for c in cases), 1])
-    cmap = ListedColormap([label_colour(v) for v in range(top + 1)])
-
-    legend_height = 0.2 + 0.2 * -(-len(values) // 4)  # inches: 4 legend entries a line
-    height = 3.1 * len(cases) + 0.7 + legend_height  # 3.1 in a row keeps rows of square 2.7 in panels apart
-    fig = new_figure(3 * 3.0, height)
+    legend = _LabelColours(class_names, [m for c in cases for m in (c.reference, c.prediction)])
+    fig, height = _grid_figure(len(cases), 3, legend)
     for row, case in enumerate(cases):
         image = to_radiological(np.asarray(case.image, dtype=np.float64))
-        vmin, vmax = case.window
-        if not vmax > vmin:
-            vmax = vmin + 1.0
         for col, (heading, labels) in enumerate(
             (("image", None), ("reference", case.reference), ("prediction", case.prediction))
         ):
             ax = fig.add_subplot(len(cases), 3, row * 3 + col + 1)
-            ax.imshow(image, cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
-            if labels is not None:
-                shown = to_radiological(np.asarray(labels)).astype(np.int64)
-                masked = np.ma.masked_where(shown <= 0, shown)
-                ax.imshow(masked, cmap=cmap, vmin=-0.5, vmax=top + 0.5, alpha=OVERLAY_ALPHA, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
+            _draw_plane(ax, image, case.window, labels, legend)
             if row == 0:
                 ax.set_title(heading)
             if col == 0:
                 ax.set_ylabel(f"{case.name}\n{describe_plane(case.index, case.axis)}", fontsize=8)
-    handles = [Patch(facecolor=label_colour(v), label=f"{v}: {class_names.get(v, str(v))}") for v in values]
-    if handles:
-        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), fontsize=8, frameon=False)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout(rect=(0.0, legend_height / height, 1.0, 1.0))
+    _finish_grid(fig, height, legend, title)
+    return fig
+
+
+def percentile_window(plane: np.ndarray, low: float = 1.0, high: float = 99.0) -> tuple[float, float]:
+    """Grey window of one plane: its ``low`` and ``high`` percentiles, robust to a few very bright voxels.
+
+    Args:
+        plane: intensities; non-finite values are left out.
+        low: lower percentile, in [0, 100].
+        high: upper percentile, in [0, 100].
+
+    Returns:
+        ``(vmin, vmax)``; ``(0, 1)`` when the plane holds no finite value.
+    """
+    values = np.asarray(plane, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return (0.0, 1.0)
+    vmin, vmax = np.percentile(values, [low, high])
+    return (float(vmin), float(vmax))
+
+
+def plot_channel_overlays(
+    cases: Sequence[ChannelOverlaySlice],
+    channel_names: Sequence[str],
+    class_names: Mapping[int, str],
+    overlay_channel: int = 0,
+    title: str = "",
+    label_colours: Mapping[int, Any] | None = None,
+) -> Figure:
+    """Grid of multi-channel planes: every channel in grey, then reference and prediction over one channel.
+
+    One row per plane; columns: each channel in grey with its own 1-99 percentile window
+    (:func:`percentile_window`), then the reference and then the prediction drawn over channel
+    ``overlay_channel`` (opacity :data:`OVERLAY_ALPHA`), with a legend of the label colours below. In the manner of
+    Kayalibay et al. 2017, Fig. 7 (the four BraTS MRI modalities of a case together with its ground truth
+    labels), Fig. 6 (ground truth over T1C) and Figs. 14-15 (model outputs). Planes are shown in radiological
+    convention (:func:`to_radiological`); each row is labelled with the case name and where its plane lies
+    (:func:`describe_plane`). Same colours as :func:`plot_overlays` unless ``label_colours`` replaces some
+    (the paper's: necrosis red, edema green, non-enhancing yellow, enhancing orange).
+
+    Args:
+        cases: the planes to draw, one row each.
+        channel_names: one name per channel, in channel order, e.g. ``["T1", "T2", "T1C", "FLAIR"]``: the column
+            titles.
+        class_names: label value -> name for the legend (background 0 may be omitted).
+        overlay_channel: index of the channel the reference and prediction are drawn over (negative counts from
+            the last), e.g. 2 for T1C in the order above.
+        title: figure title.
+        label_colours: label value -> matplotlib colour (e.g. ``{1: "red", 2: "green"}``) for the values whose
+            :func:`label_colour` it replaces; ``None``: the fixed colours.
+
+    Returns:
+        the figure (Agg canvas).
+
+    Raises:
+        ValueError: when ``cases`` or ``channel_names`` is empty, ``overlay_channel`` is not a channel, a case's
+            channels are not ``[len(channel_names), H, W]`` or its reference and prediction not ``[H, W]``, or
+            ``label_colours`` names a value <= 0.
+    """
+    names = [str(n) for n in channel_names]
+    if len(cases) == 0:
+        raise ValueError("plot_channel_overlays needs at least one ChannelOverlaySlice, got none.")
+    if len(names) == 0:
+        raise ValueError("channel_names must name at least one channel, got none.")
+    if not -len(names) <= int(overlay_channel) < len(names):
+        raise ValueError(f"overlay_channel {overlay_channel} is not one of the {len(names)} channels {names}.")
+    overlay = int(overlay_channel) % len(names)
+    for case in cases:
+        shapes = [np.shape(a) for a in (case.channels, case.reference, case.prediction)]
+        if len(shapes[0]) != 3 or shapes[0][0] != len(names) or not shapes[0][1:] == shapes[1] == shapes[2]:
+            raise ValueError(
+                f"overlay '{case.name}': channels must be [{len(names)}, H, W] (one per channel name) and reference "
+                f"and prediction [H, W], got {shapes}."
+            )
+    legend = _LabelColours(class_names, [m for c in cases for m in (c.reference, c.prediction)], label_colours)
+    n_columns = len(names) + 2
+    fig, height = _grid_figure(len(cases), n_columns, legend)
+    headings = [*names, f"reference on {names[overlay]}", f"prediction on {names[overlay]}"]
+    for row, case in enumerate(cases):
+        channels = np.asarray(case.channels, dtype=np.float64)
+        windows = [percentile_window(plane) for plane in channels]
+        shown = [to_radiological(plane) for plane in channels]
+        panels = [(c, None) for c in range(len(names))]
+        panels += [(overlay, case.reference), (overlay, case.prediction)]
+        for col, (channel, labels) in enumerate(panels):
+            ax = fig.add_subplot(len(cases), n_columns, row * n_columns + col + 1)
+            _draw_plane(ax, shown[channel], windows[channel], labels, legend)
+            if row == 0:
+                ax.set_title(headings[col])
+            if col == 0:
+                ax.set_ylabel(f"{case.name}\n{describe_plane(case.index, case.axis)}", fontsize=8)
+    _finish_grid(fig, height, legend, title)
     return fig

@@ -16,9 +16,9 @@ import ignite.distributed as idist
 import numpy as np
 from ignite.engine import Engine, Events
 from monai.data import decollate_batch
-from monai.utils import convert_to_numpy
+from monai.utils import ImageMetaKey, convert_to_numpy
 
-__all__ = ["EpochReport", "as_items", "index_map", "parse_class_names"]
+__all__ = ["EpochReport", "as_items", "case_label_maps", "case_name", "index_map", "parse_class_names"]
 
 
 def as_items(data: Any) -> list[Any]:
@@ -50,6 +50,66 @@ def index_map(x: Any, key: str, name: str) -> np.ndarray:
             f"(one-hot or index map), got shape {tuple(array.shape)}."
         )
     return (np.argmax(array, axis=0) if array.shape[0] > 1 else np.rint(array[0])).astype(np.int64)
+
+
+def case_name(item: Any, image_key: str, index: int) -> str:
+    """Name of one case of an engine's batch.
+
+    Args:
+        item: the case's batch item (a dict; anything else has no name).
+        image_key: key of the image whose meta data name the case.
+        index: the case's position in the epoch, for a case without a name.
+
+    Returns:
+        ``filename_or_obj`` of the item's image (MetaTensor meta or ``<image_key>_meta_dict``), else
+        ``case_<index>`` (4 digits).
+    """
+    name = None
+    if isinstance(item, Mapping):
+        image = item.get(image_key)
+        meta = getattr(image, "meta", None) or item.get(f"{image_key}_meta_dict") or {}
+        name = meta.get(ImageMetaKey.FILENAME_OR_OBJ)
+    if isinstance(name, (list, tuple)) and len(name) == 1:
+        name = name[0]
+    return f"case_{index:04d}" if name is None or name == "" else str(name)
+
+
+def case_label_maps(
+    output: Any,
+    batch: Any,
+    keys: tuple[str, str, str],
+    name: str,
+    needed_by: str,
+) -> tuple[Any, np.ndarray, np.ndarray]:
+    """The image, reference and prediction of one case of an engine's output, for a figure of it.
+
+    Args:
+        output: the case's ``engine.state.output`` item, a dict holding the reference and the prediction
+            (channel-first one-hot/probability maps or index maps, see :func:`index_map`).
+        batch: the case's ``engine.state.batch`` item (or ``None``), where the image is looked up when the output
+            lacks it.
+        keys: ``(image_key, label_key, pred_key)``.
+        name: the case name, for error messages.
+        needed_by: what needs them, for the error message, e.g. ``"overlays need"``.
+
+    Returns:
+        the image as found (``None`` when neither dict holds it), the reference and the prediction as integer
+        label maps ``[*spatial]``.
+
+    Raises:
+        ValueError: when the output is not a dict holding the reference and the prediction, or a map is not
+            channel-first 2-D, 3-D or 3-D + time.
+    """
+    image_key, label_key, pred_key = keys
+    if not isinstance(output, Mapping) or label_key not in output or pred_key not in output:
+        found = sorted(output) if isinstance(output, Mapping) else type(output).__name__
+        raise ValueError(
+            f"case '{name}': engine output holds {found}; {needed_by} dicts with '{pred_key}' and '{label_key}'."
+        )
+    image = output.get(image_key)
+    if image is None and isinstance(batch, Mapping):
+        image = batch.get(image_key)
+    return image, index_map(output[label_key], label_key, name), index_map(output[pred_key], pred_key, name)
 
 
 def parse_class_names(class_names: Mapping[str | int, str] | Sequence[str]) -> dict[int, str]:

@@ -11,9 +11,9 @@ from typing import Any
 import ignite.distributed as idist
 import numpy as np
 from ignite.engine import Engine
-from monai.utils import ImageMetaKey, convert_to_numpy, ensure_tuple, string_list_all_gather
+from monai.utils import convert_to_numpy, ensure_tuple, string_list_all_gather
 
-from common.handlers.report_base import EpochReport, as_items, index_map, parse_class_names
+from common.handlers.report_base import EpochReport, as_items, case_label_maps, case_name, parse_class_names
 from common.metrics.segmentation_report import MetricSpec, write_segmentation_report
 from common.metrics.sparse_measures import annotated_sections
 from common.visualize import OverlaySlice, largest_foreground_slice
@@ -164,27 +164,11 @@ class SegmentationReport(EpochReport):
         output_items = as_items(engine.state.output)
         for i in range(max(len(batch_items), len(output_items))):
             batch = batch_items[i] if i < len(batch_items) else None
-            name = self._case_name(batch, len(self._filenames))
+            name = case_name(batch, self.image_key, len(self._filenames))
             self._filenames.append(name)
             if self._overlay_cases < self.n_overlays and i < len(output_items):
                 self._overlays.extend(self._overlay_slices(name, output_items[i], batch))
                 self._overlay_cases += 1
-
-    def _case_name(self, item: Any, index: int) -> str:
-        """Name of one case.
-
-        Returns:
-            ``filename_or_obj`` of the item's image (MetaTensor meta or ``<image_key>_meta_dict``), else
-            ``case_<index>``.
-        """
-        name = None
-        if isinstance(item, Mapping):
-            image = item.get(self.image_key)
-            meta = getattr(image, "meta", None) or item.get(f"{self.image_key}_meta_dict") or {}
-            name = meta.get(ImageMetaKey.FILENAME_OR_OBJ)
-        if isinstance(name, (list, tuple)) and len(name) == 1:
-            name = name[0]
-        return f"case_{index:04d}" if name is None or name == "" else str(name)
 
     def _overlay_slices(self, name: str, output: Any, batch: Any) -> list[OverlaySlice]:
         """The planes of one case to draw (see ``overlay_planes``) with its grey image, reference and prediction.
@@ -197,17 +181,8 @@ class SegmentationReport(EpochReport):
             ValueError: when the output lacks the prediction or reference, the shapes disagree, or annotated planes
                 are asked of a reference that is not 3-D.
         """
-        if not isinstance(output, Mapping) or self.label_key not in output or self.pred_key not in output:
-            found = sorted(output) if isinstance(output, Mapping) else type(output).__name__
-            raise ValueError(
-                f"case '{name}': engine output holds {found}; overlays need dicts with '{self.pred_key}' and "
-                f"'{self.label_key}' (or n_overlays=0)."
-            )
-        image = output.get(self.image_key)
-        if image is None and isinstance(batch, Mapping):
-            image = batch.get(self.image_key)
-        reference = index_map(output[self.label_key], self.label_key, name)
-        prediction = index_map(output[self.pred_key], self.pred_key, name)
+        keys = (self.image_key, self.label_key, self.pred_key)
+        image, reference, prediction = case_label_maps(output, batch, keys, name, "overlays (or n_overlays=0) need")
         if image is None:
             volume = reference.astype(np.float64)
         else:
