@@ -26,6 +26,7 @@ from monai.bundle import ConfigParser
 from monai.bundle import run as bundle_run
 
 from tests.conftest import ROOT, SCHEMA_DIR, cli_args, fake_spatial_shape
+from tests.monailabel.helpers import write_case_image
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from export_bundle import (
@@ -223,7 +224,12 @@ def test_export_infers_like_the_repository(bundle, exported, tmp_path, one_threa
     parser.update({"dataset_dir": str(tmp_path / "data"), **SMALL_PHANTOM})
     datalist = Path(parser.get_parsed_content("datalist"))
     case = json.loads(datalist.read_text())["test"][0]["image"]
-    image = datalist.parent / case if isinstance(case, str) else [datalist.parent / c for c in case]
+    # one file per channel (four MRI sequences) is passed as the one 4D channel-last file the bundle also reads
+    image = (
+        datalist.parent / case
+        if isinstance(case, str)
+        else write_case_image(case, datalist.parent, tmp_path / "case.nii.gz")
+    )
     configs = [str(bundle / "configs" / "inference.json"), str(bundle / "configs" / "demo.json")]
     repo_out, export_out = tmp_path / "repo", tmp_path / "export"
     bundle_run(
