@@ -5,7 +5,17 @@
     python scripts/benchmark.py --only conv4d --threads 1 --out BENCHMARKS.md   # one section, written in place
     python scripts/benchmark.py --only cardiac --quick --repeats 1                # a fast check of one section
 
-Sections (``--only abdominal``, ``--only conv4d`` or ``--only cardiac``; by default all three, in that order):
+    python scripts/benchmark.py --only bundles --bundle all --out BENCHMARKS.md     # every bundle (issue 14)
+    python scripts/benchmark.py --only bundles --bundle hand_mri_bone_segmentation --device cuda
+
+Sections (``--only bundles``, ``--only abdominal``, ``--only conv4d`` or ``--only cardiac``; by default all four, in
+that order):
+
+bundles, for each bundle of ``bundles/`` (``--bundle NAME|all``; see ``scripts/bundle_benchmark.py``): the network
+at the paper's training input (forward and forward+backward time, multiply-adds, multiply-adds per second, peak
+memory, and the same for a MONAI ``BasicUNet`` of the same parameter count), the real training loop of the bundle's
+demo against the bare network step on the same batch, and whole-volume inference at the paper's volume size against
+the network compute its windows need, and at twice that volume. One Markdown section per bundle.
 
 abdominal, for bundles/abdominal_ct_multiorgan_segmentation:
 - one training iteration (forward, Dice loss, backward, Adam step) at the paper's settings (19M parameters,
@@ -75,7 +85,7 @@ from common.networks.conv4d import (  # noqa: E402
 )
 
 CONFIGS = ROOT / "bundles" / "abdominal_ct_multiorgan_segmentation" / "configs"
-SECTIONS = ("abdominal", "conv4d", "cardiac")
+SECTIONS = ("bundles", "abdominal", "conv4d", "cardiac")
 
 
 def _time(fn, repeats: int, warmup: int = 1) -> tuple[float, float]:
@@ -364,8 +374,10 @@ def _rss_bytes(pid: int) -> int:
         return 0
 
 
-def _run_worker(spec: dict, env: dict, worker: str = "_conv4d_worker", rss_limit: int | None = None) -> dict:
-    """Run ``benchmark.<worker>(json.dumps(spec))`` in a fresh Python subprocess and parse the JSON it prints last.
+def _run_worker(
+    spec: dict, env: dict, worker: str = "_conv4d_worker", rss_limit: int | None = None, module: str = "benchmark"
+) -> dict:
+    """Run ``<module>.<worker>(json.dumps(spec))`` in a fresh Python subprocess and parse the JSON it prints last.
 
     Args:
         spec: the worker's arguments.
@@ -373,6 +385,7 @@ def _run_worker(spec: dict, env: dict, worker: str = "_conv4d_worker", rss_limit
         worker: name of the worker function in this module.
         rss_limit: stop the subprocess once its resident set passes this many bytes (polled every 0.2 s), so that
             a measurement too large for the machine fails alone instead of bringing the OOM killer onto others.
+        module: the module of ``scripts/`` that holds the worker.
 
     Returns:
         the worker's result.
@@ -382,7 +395,7 @@ def _run_worker(spec: dict, env: dict, worker: str = "_conv4d_worker", rss_limit
         RuntimeError: the subprocess failed otherwise.
     """
     scripts = str(ROOT / "scripts")
-    code = f"import sys; sys.path.insert(0, {scripts!r}); import benchmark; benchmark.{worker}(sys.argv[1])"
+    code = f"import sys; sys.path.insert(0, {scripts!r}); import {module}; {module}.{worker}(sys.argv[1])"
     proc = subprocess.Popen(
         [sys.executable, "-c", code, json.dumps(spec)],
         env=env,
@@ -803,6 +816,29 @@ def _cardiac_section(repeats: int, threads: int | None, device: str, quick: bool
     )
 
 
+def _bundles_section(bundle: str, repeats: int, threads: int | None, device: str, quick: bool | str):
+    """Measure every bundle named by ``bundle`` (see ``scripts/bundle_benchmark.py``), one after the other.
+
+    Yields:
+        ``(heading, Markdown)``, one section per bundle, as soon as it is measured.
+    """
+    import bundle_benchmark
+
+    env = {**os.environ, **{k: v for k, v in _WORKER_ENV.items() if k not in os.environ}}
+
+    def run(spec: dict, env: dict, worker: str) -> dict:
+        return _run_worker(spec, env, worker, module="bundle_benchmark")
+
+    for name in bundle_benchmark.bundle_names(bundle):
+        load = os.getloadavg()[0]
+        results = bundle_benchmark.measure([name], run, env, device, threads, repeats, quick)
+        machine = f"{_machine(device, threads)}; device {device}; load average {load:.1f} at the start (1 min)"
+        parts = bundle_benchmark.quick_parts(quick)
+        if parts:
+            machine += f"; `--quick`: the {' and '.join(sorted(parts))} sizes about halved along every spatial axis"
+        yield f"{name}: speed, overheads and memory", bundle_benchmark.render(results, machine)
+
+
 def _write_section(path: Path, heading: str, body: str, command: str) -> None:
     """Write ``## heading`` into the Markdown file at ``path``, replacing that section if present."""
     section = f"## {heading}\n\nProduced by `{command}` (from the repository root, in the project venv).\n\n{body}\n"
@@ -821,7 +857,8 @@ def main(
     threads: int | None = None,
     only: str | None = None,
     device: str = "cpu",
-    quick: bool = False,
+    quick: bool | str = False,
+    bundle: str = "all",
 ) -> None:
     """Run the benchmark sections side by side and print their tables.
 
@@ -830,11 +867,14 @@ def main(
         out: also write each section, with the command that produced it, into this Markdown file (a section
             already there is replaced, the others are kept).
         threads: torch intra-op threads (default: torch's choice).
-        only: run one section, ``"abdominal"``, ``"conv4d"`` or ``"cardiac"`` (default: all).
-        device: device of the conv4d and cardiac sections, ``"cpu"`` or ``"cuda"`` (the abdominal section runs on
-            the CPU).
+        only: run one section, ``"bundles"``, ``"abdominal"``, ``"conv4d"`` or ``"cardiac"`` (default: all).
+        device: device of the bundles, conv4d and cardiac sections, ``"cpu"`` or ``"cuda"`` (the abdominal section
+            runs on the CPU).
         quick: to check the script, not to measure: the conv4d section's space divided by 4, the cardiac section's
-            crop halved along every axis (the abdominal section is unchanged).
+            crop halved along every axis, the bundles section's inputs and volumes about halved along every spatial
+            axis (the abdominal section is unchanged). For the bundles section only, ``network``, ``inference`` or
+            ``network,inference`` shrinks just those measurements (the others at the paper's sizes).
+        bundle: the bundles section's bundle (a folder name of ``bundles/``) or ``"all"``.
 
     Raises:
         ValueError: for an unknown section.
@@ -844,18 +884,23 @@ def main(
     if threads:
         torch.set_num_threads(threads)
     command = shlex.join(["python", *sys.argv])
+    if only in (None, "bundles"):
+        for heading, text in _bundles_section(bundle, repeats, threads, device, quick):
+            print(f"## {heading}\n\n{text}")
+            if out:
+                _write_section(Path(out), heading, text, command)
     if only in (None, "abdominal"):
         text = _abdominal_section(repeats)
         print(text)
         if out:
             _write_section(Path(out), "abdominal_ct_multiorgan_segmentation", text, command)
     if only in (None, "conv4d"):
-        text = _conv4d_section(repeats, threads, device, quick)
+        text = _conv4d_section(repeats, threads, device, quick is True)
         print(text)
         if out:
             _write_section(Path(out), "Conv4d", text, command)
     if only in (None, "cardiac"):
-        text = _cardiac_section(repeats, threads, device, quick)
+        text = _cardiac_section(repeats, threads, device, quick is True)
         print(text)
         if out:
             _write_section(Path(out), "cardiac_ccta_4d_segmentation: training step memory", text, command)
