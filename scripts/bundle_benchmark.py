@@ -14,10 +14,11 @@ Three workers, each printing one JSON object:
   scaled to about the same number of parameters on the same input (its spatial sizes rounded up to a multiple of
   16, its ``spatial_dims`` the bundle's; the 4D network's reference is 3D with time folded into the last axis).
 - ``train_worker``: the bundle's real ``SupervisedTrainer`` (``train.json`` + ``demo.json`` on the demo's phantom
-  data, its handlers, post-processing, metric and data loader as configured) for warm-up plus timed iterations,
-  timed from one ``ITERATION_COMPLETED`` to the next (data loading included); then the bare step (``zero_grad``,
-  the bundle's loss on the network's output, ``backward``, the bundle's optimizer ``step``) on the last batch the
-  trainer took, as plain tensors, with the same network, loss and optimizer objects, in the same process.
+  data, its handlers, post-processing, metric and data loader as configured; validation off) for warm-up plus
+  timed iterations, timed from one ``ITERATION_COMPLETED`` to the next (data loading included); after each timed
+  iteration, outside its interval, the bare step (``zero_grad``, the bundle's loss on the network's output,
+  ``backward``, the bundle's optimizer ``step``) on that iteration's batch as plain tensors, with the same network,
+  loss and optimizer objects.
 - ``inference_worker``: the network and ``inferer`` of ``inference.json`` on a random volume of the paper's size
   (``PAPER[bundle]["volume"]``, the pre-processed grid the network sees) and on the same volume doubled along its
   last spatial axis. Every network call the inferer makes is recorded (its input shape); the network compute is
@@ -229,6 +230,7 @@ def train_worker(spec_json: str) -> None:
         ckpt_dir=str(work / "models"),
         output_dir=str(work / "eval"),
         device=f"$torch.device({spec['device']!r})",
+        val_interval=10**6,  # no validation inside the timed iterations: it is not part of a training iteration
         **spec.get("overrides", {}),
     )
     wf.initialize()
@@ -516,7 +518,8 @@ def render(results: dict, machine: str) -> str:
             *net_rows,
             "",
             "**Training loop** (`train.json` + `demo.json` on the demo's phantom data: the real `SupervisedTrainer` "
-            "with the bundle's data loader, augmentation, handlers, post-processing and metric, timed from one "
+            "with the bundle's data loader, augmentation, handlers, post-processing and metric (validation off), "
+            "timed from one "
             "`ITERATION_COMPLETED` to the next after 3 warm-up iterations; the bare step (zero_grad, forward, the "
             "bundle's loss, backward, the bundle's optimizer step) runs after each timed iteration on that "
             "iteration's batch, as plain tensors, with the same objects, outside the timed interval; data wait: "
