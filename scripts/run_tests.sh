@@ -7,4 +7,7 @@ source "$root/scripts/setup_env.sh"
 cd "$root"
 ruff check .
 ruff format --check .
-exec python -m pytest "$@"
+# two workers, one PyTorch thread each (the suite is mostly single-threaded work: subprocesses, data, Python);
+# tests/conftest.py keeps the tests that share a trained demo or the MONAI Label server on one worker
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+exec python -m pytest -n "${PYTEST_WORKERS:-2}" --dist loadgroup "$@"

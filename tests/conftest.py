@@ -33,6 +33,26 @@ def bundle(request) -> Path:
     return Path("bundles") / request.param
 
 
+# Smaller sizes for the tests that check how a bundle runs (resume, determinism, tracking, export), not what it
+# learns: the same configs and code paths on less CPU. The CT perfusion demo (2 mm heads of 96 x 112 x 96 voxels,
+# 124^3 sub-volumes, 188^3 tiles) takes minutes a run on 2 cores; here its heads are 4 mm (48 x 56 x 48, the same
+# field of view), its sub-volumes the smallest the valid-convolution network takes (92^3, 4^3 outputs) and one
+# 148^3 tile (60^3 outputs) covers a head. The learning tests (tests/bundles/test_<bundle>.py) keep the demo sizes.
+FAST = {
+    "brain_ctp_tissue_segmentation": {
+        "phantom_shape": [48, 56, 48],
+        "phantom_spacing": [4.0, 4.0, 4.0],
+        "patch_size": [92, 92, 92],
+        "tile_roi_size": [148, 148, 148],
+    },
+}
+
+
+def fast_overrides(bundle: Path) -> dict:
+    """:data:`FAST`'s overrides for ``bundle`` (a folder or name); none for a bundle whose demo is already small."""
+    return dict(FAST.get(Path(bundle).name, {}))
+
+
 @pytest.fixture
 def one_thread():
     """One PyTorch thread, as the test subprocesses get (OMP_NUM_THREADS=1): the same reduction order in every run,
@@ -186,3 +206,27 @@ def train_in_process(config_files: list, logging_file, overrides: dict) -> dict:
     metrics = dict(wf.parser.get_parsed_content("validate#evaluator").state.metrics)
     wf.finalize()
     return metrics
+
+
+# Under pytest-xdist (scripts/run_tests.sh runs two workers, --dist loadgroup) a module- or session-scoped fixture is
+# built once per worker that runs one of its tests. The modules below share nothing costly between their tests (each
+# test makes its own data and runs), so their tests spread over the workers one by one; every other module's tests
+# stay on one worker (a bundle's trained demo, the MONAI Label server and its exports are built once).
+SPREAD_MODULES = {
+    "tests/bundles/test_bad_inputs.py",
+    "tests/bundles/test_contract.py",
+    "tests/bundles/test_determinism.py",
+    "tests/bundles/test_device.py",
+    "tests/bundles/test_export.py",
+    "tests/bundles/test_resume.py",
+    "tests/bundles/test_tracking.py",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = Path(item.fspath).relative_to(ROOT).as_posix()
+        if module in SPREAD_MODULES:
+            continue
+        group = "tests/monailabel" if module.startswith("tests/monailabel/") else module
+        item.add_marker(pytest.mark.xdist_group(group))

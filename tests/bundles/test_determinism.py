@@ -9,6 +9,8 @@ import pytest
 from ignite.engine import Events
 from monai.bundle import ConfigParser, ConfigWorkflow
 
+from tests.conftest import fast_overrides
+
 ITERATIONS = 3
 
 
@@ -33,6 +35,7 @@ def first_losses(bundle: Path, data: Path, out: Path, seed: int) -> list[float]:
         val_interval=ITERATIONS + 1,  # no validation in this epoch
         num_workers=0,
         seed=seed,
+        **fast_overrides(bundle),
     )
     wf.initialize()
     trainer = wf.parser.get_parsed_content("train#trainer")

@@ -25,7 +25,7 @@ import torch
 from monai.bundle import ConfigParser
 from monai.bundle import run as bundle_run
 
-from tests.conftest import ROOT, SCHEMA_DIR, cli_args, fake_spatial_shape
+from tests.conftest import ROOT, SCHEMA_DIR, cli_args, fake_spatial_shape, fast_overrides
 from tests.monailabel.helpers import write_case_image
 
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -180,7 +180,8 @@ def test_zoo_checks_from_the_export(bundle, exported, tmp_path):
         "    assert wf.check_properties() == [], (kind, wf.check_properties())\n"
         "print('properties ok')\n"
     )
-    overrides = {"dataset_dir": str(tmp_path / "data"), "output_dir": str(tmp_path / "eval"), **SMALL_PHANTOM}
+    overrides = {"dataset_dir": str(tmp_path / "data"), "output_dir": str(tmp_path / "eval"), **SMALL_PHANTOM,
+                 **fast_overrides(bundle)}  # fmt: skip
     result = run_in_export(export, "-c", check, json.dumps(overrides))
     assert "properties ok" in result.stdout
     assert (tmp_path / "data" / "dataset.json").is_file()
@@ -202,6 +203,7 @@ def test_export_runs_its_demo(bundle, exported, tmp_path):
         "train#trainer#epoch_length": 1,
         "val_interval": 1,
         "num_workers": 0,
+        **fast_overrides(bundle),
     }
     args = cli_args(overrides)
     run_in_export(
@@ -221,7 +223,8 @@ def test_export_infers_like_the_repository(bundle, exported, tmp_path, one_threa
     weights)."""
     _, export, weights = exported(bundle)
     parser = demo_parser(bundle, "inference.json")
-    parser.update({"dataset_dir": str(tmp_path / "data"), **SMALL_PHANTOM})
+    fast = fast_overrides(bundle)
+    parser.update({"dataset_dir": str(tmp_path / "data"), **SMALL_PHANTOM, **fast})
     datalist = Path(parser.get_parsed_content("datalist"))
     case = json.loads(datalist.read_text())["test"][0]["image"]
     # one file per channel (four MRI sequences) is passed as the one 4D channel-last file the bundle also reads
@@ -234,11 +237,12 @@ def test_export_infers_like_the_repository(bundle, exported, tmp_path, one_threa
     repo_out, export_out = tmp_path / "repo", tmp_path / "export"
     bundle_run(
         run_id="run", config_file=configs, logging_file=str(bundle / "configs" / "logging.conf"),
-        input=str(image), ckpt_file=str(weights), output_dir=str(repo_out),
+        input=str(image), ckpt_file=str(weights), output_dir=str(repo_out), **fast,
     )  # fmt: skip
     run_in_export(
         export, "-m", "monai.bundle", "run", "--config_file", "['configs/inference.json','configs/demo.json']",
         "--logging_file", "configs/logging.conf", "--input", str(image), "--output_dir", str(export_out),
+        *cli_args(fast),
     )  # fmt: skip
     (a,) = sorted(repo_out.glob("*.nii.gz"))
     (b,) = sorted(export_out.glob("*.nii.gz"))

@@ -27,7 +27,7 @@ from ignite.engine import Events
 from monai.bundle import ConfigParser, ConfigWorkflow
 
 from common.handlers import load_training_checkpoint
-from tests.conftest import cli_args
+from tests.conftest import cli_args, fast_overrides
 
 # ------------------------------------------------------------------------------------------- hooks (subprocess side)
 
@@ -98,6 +98,7 @@ def overrides(bundle: Path, tmp_path: Path) -> dict:
         "val_interval": 1,
         "num_workers": 0,
         "checkpoint_interval": INTERVAL,
+        **fast_overrides(bundle),
     }
 
 

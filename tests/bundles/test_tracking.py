@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from monai.bundle import ConfigWorkflow
 
-from tests.conftest import cli_args
+from tests.conftest import cli_args, fast_overrides
 
 SMALL_PHANTOM = {"phantom_n_train": 4, "phantom_n_validation": 1, "phantom_n_test": 2}  # 4 >= any batch size
 TINY_RUN = {"train#trainer#max_epochs": 2, "train#trainer#epoch_length": 2, "val_interval": 1, "num_workers": 0}
@@ -55,6 +55,7 @@ def test_tensorboard_mlflow_and_progress(bundle, tmp_path, monkeypatch):
         "output_dir": str(tmp_path / "eval"),
         "ckpt_dir": str(tmp_path / "models"),
         **SMALL_PHANTOM,
+        **fast_overrides(bundle),
     }
     # MONAI 1.5.2 names the executed-config artifact by appending to the raw output_dir, which works for the
     # configs' own "$@bundle_root + '/eval'" but not for a plain path given on the command line: name it here
