@@ -56,7 +56,6 @@ import math
 import os
 import platform
 import re
-import resource
 import shlex
 import signal
 import statistics
@@ -72,6 +71,8 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bundle_benchmark import _gib, _peak_rss  # noqa: E402  (scripts/ is on sys.path: this script's folder)
 
 from common.networks.conv4d import (  # noqa: E402
     GroupNorm4d,
@@ -319,9 +320,7 @@ def _run_once(fn, params, backward: bool, device: str) -> float:
 
 
 def _peak_bytes(device: str) -> int:
-    if device.startswith("cuda"):
-        return torch.cuda.max_memory_allocated()
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    return torch.cuda.max_memory_allocated() if device.startswith("cuda") else _peak_rss()
 
 
 def _conv4d_worker(spec_json: str) -> None:
@@ -688,10 +687,6 @@ def _cardiac_worker(spec_json: str) -> None:
         step(image, label)
         times.append(time.perf_counter() - start)
     print(json.dumps(times))
-
-
-def _gib(n: float) -> str:
-    return f"{n / 2**30:.2f}"
 
 
 def _cardiac_section(repeats: int, threads: int | None, device: str, quick: bool) -> str:
