@@ -8,6 +8,7 @@ cd "$root"
 ruff check .
 ruff format --check .
 # two workers, one PyTorch thread each (the suite is mostly single-threaded work: subprocesses, data, Python);
-# tests/conftest.py keeps the tests that share a trained demo or the MONAI Label server on one worker
+# --dist loadfile keeps each test file on one worker, so a file's trained demo or the MONAI Label server (one file)
+# is built once
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
-exec python -m pytest -n "${PYTEST_WORKERS:-2}" --dist loadgroup "$@"
+exec python -m pytest -n "${PYTEST_WORKERS:-2}" --dist loadfile "$@"

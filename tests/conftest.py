@@ -206,27 +206,3 @@ def train_in_process(config_files: list, logging_file, overrides: dict) -> dict:
     metrics = dict(wf.parser.get_parsed_content("validate#evaluator").state.metrics)
     wf.finalize()
     return metrics
-
-
-# Under pytest-xdist (scripts/run_tests.sh runs two workers, --dist loadgroup) a module- or session-scoped fixture is
-# built once per worker that runs one of its tests. The modules below share nothing costly between their tests (each
-# test makes its own data and runs), so their tests spread over the workers one by one; every other module's tests
-# stay on one worker (a bundle's trained demo, the MONAI Label server and its exports are built once).
-SPREAD_MODULES = {
-    "tests/bundles/test_bad_inputs.py",
-    "tests/bundles/test_contract.py",
-    "tests/bundles/test_determinism.py",
-    "tests/bundles/test_device.py",
-    "tests/bundles/test_export.py",
-    "tests/bundles/test_resume.py",
-    "tests/bundles/test_tracking.py",
-}
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        module = Path(item.fspath).relative_to(ROOT).as_posix()
-        if module in SPREAD_MODULES:
-            continue
-        group = "tests/monailabel" if module.startswith("tests/monailabel/") else module
-        item.add_marker(pytest.mark.xdist_group(group))
