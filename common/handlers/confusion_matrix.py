@@ -23,10 +23,9 @@ import torch
 from ignite.engine import Engine
 from matplotlib import colormaps
 from matplotlib.figure import Figure
-from monai.utils import ImageMetaKey
 
 from common.data.writers import write_files_atomically
-from common.handlers.report_base import EpochReport, as_items, index_map, parse_class_names
+from common.handlers.report_base import EpochReport, as_items, index_map, meta_name, parse_class_names
 from common.metrics.segmentation_report import json_safe, png_bytes
 from common.visualize import OVERLAY_ALPHA, label_colour, new_figure
 
@@ -307,8 +306,7 @@ class ConfusionMatrixReport(EpochReport):
                     f"case {index}: engine output holds {found}; the confusion matrix needs dicts with "
                     f"'{self.pred_key}' and '{self.label_key}'."
                 )
-            meta = getattr(output[self.pred_key], "meta", None) or getattr(output[self.label_key], "meta", None) or {}
-            name = str(meta.get(ImageMetaKey.FILENAME_OR_OBJ) or f"case_{index:04d}")
+            name = meta_name([getattr(output[k], "meta", None) for k in (self.pred_key, self.label_key)], index)
             prediction = index_map(output[self.pred_key], self.pred_key, name)
             reference = index_map(output[self.label_key], self.label_key, name)
             if prediction.shape != reference.shape:

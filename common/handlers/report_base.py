@@ -18,7 +18,15 @@ from ignite.engine import Engine, Events
 from monai.data import decollate_batch
 from monai.utils import ImageMetaKey, convert_to_numpy
 
-__all__ = ["EpochReport", "as_items", "case_label_maps", "case_name", "index_map", "parse_class_names"]
+__all__ = [
+    "EpochReport",
+    "as_items",
+    "case_label_maps",
+    "case_name",
+    "index_map",
+    "meta_name",
+    "parse_class_names",
+]
 
 
 def as_items(data: Any) -> list[Any]:
@@ -52,8 +60,29 @@ def index_map(x: Any, key: str, name: str) -> np.ndarray:
     return (np.argmax(array, axis=0) if array.shape[0] > 1 else np.rint(array[0])).astype(np.int64)
 
 
+def meta_name(metas: Sequence[Mapping | None], index: int) -> str:
+    """Name of one case: ``filename_or_obj`` of the first of ``metas`` that has one.
+
+    The one place every report names its cases (a one-item list, as a collated batch of one holds it, is unwrapped).
+
+    Args:
+        metas: meta dicts to look in, in order (``None`` or empty ones are skipped).
+        index: the case's position in the epoch, for a case without a name.
+
+    Returns:
+        the name, else ``case_<index>`` (4 digits).
+    """
+    for meta in metas:
+        name = (meta or {}).get(ImageMetaKey.FILENAME_OR_OBJ)
+        if isinstance(name, (list, tuple)) and len(name) == 1:
+            name = name[0]
+        if name is not None and str(name) != "":
+            return str(name)
+    return f"case_{index:04d}"
+
+
 def case_name(item: Any, image_key: str, index: int) -> str:
-    """Name of one case of an engine's batch.
+    """Name of one case of an engine's batch (:func:`meta_name` of its image).
 
     Args:
         item: the case's batch item (a dict; anything else has no name).
@@ -61,17 +90,12 @@ def case_name(item: Any, image_key: str, index: int) -> str:
         index: the case's position in the epoch, for a case without a name.
 
     Returns:
-        ``filename_or_obj`` of the item's image (MetaTensor meta or ``<image_key>_meta_dict``), else
+        ``filename_or_obj`` of the item's image (MetaTensor meta, then ``<image_key>_meta_dict``), else
         ``case_<index>`` (4 digits).
     """
-    name = None
-    if isinstance(item, Mapping):
-        image = item.get(image_key)
-        meta = getattr(image, "meta", None) or item.get(f"{image_key}_meta_dict") or {}
-        name = meta.get(ImageMetaKey.FILENAME_OR_OBJ)
-    if isinstance(name, (list, tuple)) and len(name) == 1:
-        name = name[0]
-    return f"case_{index:04d}" if name is None or name == "" else str(name)
+    if not isinstance(item, Mapping):
+        return meta_name([], index)
+    return meta_name([getattr(item.get(image_key), "meta", None), item.get(f"{image_key}_meta_dict")], index)
 
 
 def case_label_maps(

@@ -29,10 +29,10 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from monai.utils import ImageMetaKey, convert_to_numpy, string_list_all_gather
+from monai.utils import convert_to_numpy, string_list_all_gather
 
 from common.data.writers import write_files_atomically
-from common.handlers.report_base import EpochReport, as_items, index_map, parse_class_names
+from common.handlers.report_base import EpochReport, as_items, index_map, meta_name, parse_class_names
 from common.metrics.segmentation_report import json_safe, png_bytes
 from common.metrics.summary import format_table, summarize_per_class
 from common.metrics.temporal import (
@@ -523,7 +523,9 @@ class TemporalSegmentationReport(EpochReport):
                 )
             image = output.get(self.image_key)
             image = batch.get(self.image_key) if image is None else image
-            name = self._case_name([output[self.pred_key], image, batch.get(self.image_key)], index)
+            name = meta_name(
+                [getattr(a, "meta", None) for a in (output[self.pred_key], image, batch.get(self.image_key))], index
+            )
             prediction = index_map(output[self.pred_key], self.pred_key, name)
             reference = index_map(output[self.label_key], self.label_key, name)
             if prediction.ndim != 4:
@@ -548,21 +550,6 @@ class TemporalSegmentationReport(EpochReport):
             self._records.append(record)
             if len(self._slices) < self.n_plots:
                 self._slices.append(self._through_time(name, image, prediction, reference, record, spacing))
-
-    @staticmethod
-    def _case_name(arrays: Sequence[Any], index: int) -> str:
-        """Name of one case: ``filename_or_obj`` of the first array carrying one.
-
-        Returns:
-            the name, else ``case_<index>``.
-        """
-        for array in arrays:
-            name = (getattr(array, "meta", None) or {}).get(ImageMetaKey.FILENAME_OR_OBJ)
-            if isinstance(name, (list, tuple)) and len(name) == 1:
-                name = name[0]
-            if name is not None and str(name) != "":
-                return str(name)
-        return f"case_{index:04d}"
 
     def _reference_ef(self, batch: Mapping[str, Any], output: Mapping[str, Any], name: str) -> float | None:
         """The case's reference EF in %.
