@@ -40,7 +40,7 @@ from .dictionary import (
 )
 from .errors import BundleInputError, SkippedInputsError, find_bundle_input_error
 from .excepthook import InputErrorHook, input_error_summary, install_error_hook
-from .folds import fold_cases, fold_indices, write_folds
+from .folds import fold_cases, fold_indices, no_fold, write_folds
 from .inputs import is_dicom_series_dir, list_inputs, require_file, require_output_dir
 from .io import EXPECTED_IMAGE, NIFTI_SUFFIXES, ImageHeader, LoadImageChecked, read_image_array, read_image_header
 from .served_output import ServedLabelPath, WriteServedLabelMapd
@@ -71,6 +71,7 @@ __all__ = [
     "find_bundle_input_error",
     "fold_cases",
     "fold_indices",
+    "no_fold",
     "write_folds",
     "InputErrorHook",
     "input_error_summary",

@@ -41,7 +41,7 @@ from .writers import atomic_path
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SPLITS", "VALIDATION_RULES", "fold_cases", "fold_indices", "write_folds"]
+__all__ = ["SPLITS", "VALIDATION_RULES", "fold_cases", "fold_indices", "no_fold", "write_folds"]
 
 SPLITS = ("training", "validation", "test")
 VALIDATION_RULES = ("next_block", "split_block")
@@ -92,6 +92,18 @@ def _check_rule(fold: int, n_folds: int, validation: str) -> None:
         )
     if not 0 <= int(fold) < int(n_folds):
         raise ValueError(f"fold must be in 0..{int(n_folds) - 1} for {n_folds} folds, got {fold}.")
+
+
+def no_fold(fold: int | str | None) -> bool:
+    """Whether ``fold`` means "no fold" (train or infer on the whole split).
+
+    Args:
+        fold: a fold index, or None; a command line (``--fold None``) gives the string ``"None"``.
+
+    Returns:
+        True for None and ``"None"``.
+    """
+    return fold is None or fold == "None"
 
 
 def fold_indices(n_cases: int, fold: int, n_folds: int, validation: str = "next_block") -> dict[str, list[int]]:
@@ -195,7 +207,7 @@ def fold_cases(
     """  # noqa: DOC502 (raised by load_datalist; part of this function's interface)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}.")
-    if fold is None or fold == "None":
+    if no_fold(fold):
         return load_datalist(datalist, split, channel_keys=channel_keys)
     cases = _pooled(datalist, keys, channel_keys)
     blocks = _field_blocks(datalist, cases, n_folds)

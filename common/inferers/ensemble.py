@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from ignite.handlers import Checkpoint
 
+from common.data.folds import no_fold
 from common.data.inputs import require_file
 
 __all__ = ["ensemble_members", "fold_dir", "load_networks"]
@@ -35,7 +36,7 @@ def fold_dir(root: str | PathLike, fold: int | None) -> str:
     Returns:
         the folder path.
     """
-    if fold is None or fold == "None":
+    if no_fold(fold):
         return str(root)
     return str(Path(root) / f"fold{int(fold)}")
 

@@ -926,6 +926,7 @@ def test_public_names_and_their_modules():
         "write_folds": "folds",
         "select_channel_files": "datalist",
         "fold_indices": "folds",
+        "no_fold": "folds",
     }
     assert sorted(common.data.__all__) == sorted(homes)
     for name, module in homes.items():

@@ -127,3 +127,10 @@ def test_incomplete_or_bad_fold_fields_name_the_datalist(tmp_path, folds, match)
     with pytest.raises(BundleInputError, match=match) as err:
         fold_cases(datalist, 0, 3, "training", keys=("training",))
     assert "dataset.json" in str(err.value)
+
+
+def test_no_fold_is_none_or_the_command_lines_none():
+    from common.data.folds import no_fold
+
+    assert no_fold(None) and no_fold("None")
+    assert not no_fold(0) and not no_fold("0") and not no_fold("none")
