@@ -72,7 +72,10 @@ class ChannelLayerNorm2d(torch.nn.Module):
             the normalized tensor, same shape.
         """
         y = F.layer_norm(x.permute(0, 2, 3, 1), [self.num_channels], self.weight, self.bias, self.eps)
-        return y.permute(0, 3, 1, 2)
+        # Back to PyTorch's default layout: left channels-last, every later convolution ran channels-last, and
+        # oneDNN's channels-last 2D convolution backward made a training step 1.3x slower (16.5 s against 12.6 s
+        # for 3 x 1 x 256 x 256 slices, 2 CPU threads; BENCHMARKS.md, head CT section).
+        return y.permute(0, 3, 1, 2).contiguous()
 
 
 def _make_norm(norm: str, channels: int, norm_kwargs: dict) -> torch.nn.Module:
