@@ -394,7 +394,13 @@ def _run_worker(
         RuntimeError: the subprocess failed otherwise.
     """
     scripts = str(ROOT / "scripts")
-    code = f"import sys; sys.path.insert(0, {scripts!r}); import {module}; {module}.{worker}(sys.argv[1])"
+    # After the worker has printed its result, leave without the interpreter's teardown: a training loop stopped
+    # mid-epoch can abort there ("terminate called without an active exception", its loader's workers; seen once in
+    # four paper-configuration runs), which would fail a finished measurement.
+    code = (
+        f"import os, sys; sys.path.insert(0, {scripts!r}); import {module}; {module}.{worker}(sys.argv[1]); "
+        "sys.stdout.flush(); sys.stderr.flush(); os._exit(0)"
+    )
     proc = subprocess.Popen(
         [sys.executable, "-c", code, json.dumps(spec)],
         env=env,
@@ -811,7 +817,9 @@ def _cardiac_section(repeats: int, threads: int | None, device: str, quick: bool
     )
 
 
-def _bundles_section(bundle: str, repeats: int, threads: int | None, device: str, quick: bool | str):
+def _bundles_section(
+    bundle: str, repeats: int, threads: int | None, device: str, quick: bool | str, train: str | tuple = "paper,demo"
+):
     """Measure every bundle named by ``bundle`` (see ``scripts/bundle_benchmark.py``), one after the other.
 
     Yields:
@@ -826,12 +834,12 @@ def _bundles_section(bundle: str, repeats: int, threads: int | None, device: str
 
     for name in bundle_benchmark.bundle_names(bundle):
         load = os.getloadavg()[0]
-        results = bundle_benchmark.measure([name], run, env, device, threads, repeats, quick)
+        results = bundle_benchmark.measure([name], run, env, device, threads, repeats, quick, train)
         machine = f"{_machine(device, threads)}; device {device}; load average {load:.1f} at the start (1 min)"
         parts = bundle_benchmark.quick_parts(quick)
         if parts:
             machine += f"; `--quick`: the {' and '.join(sorted(parts))} sizes about halved along every spatial axis"
-        yield f"{name}: speed, overheads and memory", bundle_benchmark.render(results, machine)
+        yield f"{name}: speed, overheads and memory", bundle_benchmark.render(results, machine, parts)
 
 
 def _write_section(path: Path, heading: str, body: str, command: str) -> None:
@@ -854,6 +862,7 @@ def main(
     device: str = "cpu",
     quick: bool | str = False,
     bundle: str = "all",
+    train: str | tuple = "paper,demo",
 ) -> None:
     """Run the benchmark sections side by side and print their tables.
 
@@ -870,6 +879,9 @@ def main(
             axis (the abdominal section is unchanged). For the bundles section only, ``network``, ``inference`` or
             ``network,inference`` shrinks just those measurements (the others at the paper's sizes).
         bundle: the bundles section's bundle (a folder name of ``bundles/``) or ``"all"``.
+        train: the bundles section's training-loop configurations, ``paper`` (``train.json``'s network, batch and
+            loader at the network table's input, on phantom data), ``demo`` (``demo.json`` as the demo runs) or
+            ``paper,demo``.
 
     Raises:
         ValueError: for an unknown section.
@@ -880,7 +892,7 @@ def main(
         torch.set_num_threads(threads)
     command = shlex.join(["python", *sys.argv])
     if only in (None, "bundles"):
-        for heading, text in _bundles_section(bundle, repeats, threads, device, quick):
+        for heading, text in _bundles_section(bundle, repeats, threads, device, quick, train):
             print(f"## {heading}\n\n{text}")
             if out:
                 _write_section(Path(out), heading, text, command)

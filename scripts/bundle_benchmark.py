@@ -13,12 +13,13 @@ Three workers, each printing one JSON object:
   over the built network and batch; CUDA: ``max_memory_allocated``); then the same for a MONAI ``BasicUNet``
   scaled to about the same number of parameters on the same input (its spatial sizes rounded up to a multiple of
   16, its ``spatial_dims`` the bundle's; the 4D network's reference is 3D with time folded into the last axis).
-- ``train_worker``: the bundle's real ``SupervisedTrainer`` (``train.json`` + ``demo.json`` on the demo's phantom
-  data, its handlers, post-processing, metric and data loader as configured; validation off) for warm-up plus
-  timed iterations, timed from one ``ITERATION_COMPLETED`` to the next (data loading included); after each timed
-  iteration, outside its interval, the bare step (``zero_grad``, the bundle's loss on the network's output,
-  ``backward``, the bundle's optimizer ``step``) on that iteration's batch as plain tensors, with the same network,
-  loss and optimizer objects.
+- ``train_worker``: the bundle's real ``SupervisedTrainer`` on the demo's phantom data, in the paper's configuration
+  (``train.json``'s network, batch and loader at the measured training input, see ``PAPER_TRAIN``) or the demo's
+  (``train.json`` + ``demo.json``); its handlers, post-processing, metric and data loader as configured, validation
+  off; for warm-up plus timed iterations, timed from one ``ITERATION_COMPLETED`` to the next (data loading
+  included); after each timed iteration, outside its interval, the bare step (``zero_grad``, the bundle's loss on
+  the network's output, ``backward``, the bundle's optimizer ``step``) on that iteration's batch as plain tensors,
+  with the same network, loss and optimizer objects.
 - ``inference_worker``: the network and ``inferer`` of ``inference.json`` on a random volume of the paper's size
   (``PAPER[bundle]["volume"]``, the pre-processed grid the network sees) and on the same volume doubled along its
   last spatial axis. Every network call the inferer makes is recorded (its input shape); the network compute is
@@ -70,6 +71,59 @@ QUICK: dict[str, dict[str, list[int]]] = {
     "hand_mri_bone_segmentation": {"train_input": [1, 1, 64, 64, 32], "volume": [1, 64, 64, 32]},
     "head_ct_neuroanatomy_segmentation": {"train_input": [3, 1, 256, 256], "volume": [1, 256, 256, 20]},
 }
+
+
+def _patch_input(batch: int, size: list[int]) -> dict:
+    """Overrides for bundles that sample patches: ``train.json``'s batch and ``patch_size``.
+
+    Returns:
+        the overrides.
+    """
+    return {"batch_size": batch, "patch_size": size}
+
+
+#: The training loop in the paper's configuration: ``demo.json`` supplies the phantom data, minus its keys that
+#: shrink the network, its input or the loader (``drop``: ``train.json``'s values apply); ``input`` maps the
+#: measured training input (``PAPER`` or ``QUICK``) to the overrides that give the trainer that batch and spatial
+#: size (where the demo's phantom is smaller than the paper's input, a phantom of that size).
+PAPER_TRAIN: dict[str, dict] = {
+    "abdominal_ct_multiorgan_segmentation": {
+        "drop": ["network_def#features", "patch_size", "pixdim", "sw_roi_size", "num_workers"],
+        "input": _patch_input,
+    },
+    "brain_ctp_tissue_segmentation": {
+        "drop": ["network_def#features", "tile_roi_size", "num_workers"],
+        "input": _patch_input,
+    },
+    "brain_tumor_mri_segmentation": {
+        "drop": ["roi_size", "num_workers"],
+        "input": lambda batch, size: {"batch_size": batch, "roi_size": size},
+    },
+    "cardiac_ccta_4d_segmentation": {
+        "drop": ["patch_size", "pixdim", "num_workers"],
+        "input": _patch_input,
+    },
+    "hand_mri_bone_segmentation": {  # whole volumes: a phantom of the input's size (the demo's zoom 1.0 kept)
+        "drop": ["num_workers"],
+        "input": lambda batch, size: {
+            "batch_size": batch,
+            "phantom_shape": size,
+            "phantom_spacing": [240.0 / size[0], 240.0 / size[1], 128.0 / size[2]],
+        },
+    },
+    "head_ct_neuroanatomy_segmentation": {  # whole slices: phantom heads of the input's slice size, 230 mm across
+        "drop": ["network_def#features", "num_workers"],
+        "input": lambda batch, size: {
+            "batch_size": batch,
+            "phantom_datalist": "$common.phantoms.make_dataset('head_ct_neuroanatomy', @dataset_dir, n_cases=3, "
+            f"seed=0, n_validation=1, n_test=1, shape={[*size, 40]}, "
+            f"spacing={[230.0 / size[0], 230.0 / size[1], 5.0]})",
+        },
+    },
+}
+
+#: The training-loop configurations ``--train`` can name.
+TRAIN_CONFIGS = ("paper", "demo")
 
 
 def _sync(device: torch.device) -> None:
@@ -209,8 +263,28 @@ def _plain(value):
     return value
 
 
+def paper_train_overlay(bundle: str, train_input: list[int], work: Path) -> tuple[str, dict]:
+    """The overlay and overrides that run ``train.json`` in the paper's configuration on the demo's phantom data.
+
+    Args:
+        bundle: bundle folder name.
+        train_input: ``[batch, channels, *spatial]``, the measured training input.
+        work: folder the overlay is written to.
+
+    Returns:
+        the path of ``demo.json`` without the keys of ``PAPER_TRAIN[bundle]["drop"]``, and the overrides that set
+        the batch and spatial size.
+    """
+    entry = PAPER_TRAIN[bundle]
+    demo = json.loads((ROOT / "bundles" / bundle / "configs" / "demo.json").read_text())
+    overlay = {k: v for k, v in demo.items() if k not in entry["drop"]}
+    path = work / "paper_overlay.json"
+    path.write_text(json.dumps(overlay, indent=1))
+    return str(path), entry["input"](int(train_input[0]), [int(n) for n in train_input[2:]])
+
+
 def train_worker(spec_json: str) -> None:
-    """Subprocess body: the bundle's real trainer (demo configuration) against the bare step; print JSON."""
+    """Subprocess body: the bundle's real trainer (paper or demo configuration) against the bare step; print JSON."""
     from ignite.engine import Events
     from monai.bundle import ConfigWorkflow
 
@@ -220,7 +294,12 @@ def train_worker(spec_json: str) -> None:
     bundle, device = spec["bundle"], torch.device(spec["device"])
     configs = ROOT / "bundles" / bundle / "configs"
     work = Path(spec.get("work_dir") or tempfile.mkdtemp(prefix=f"bench_{bundle}_"))  # checkpoints, logs
+    work.mkdir(parents=True, exist_ok=True)
     files = [str(configs / "train.json"), str(configs / "demo.json")]
+    overrides = dict(spec.get("overrides", {}))
+    if spec.get("config", "demo") == "paper":
+        files[1], paper = paper_train_overlay(bundle, spec["train_input"], work)
+        overrides = {**paper, **overrides}
     wf = ConfigWorkflow(
         config_file=files,
         logging_file=str(configs / "logging.conf"),
@@ -231,7 +310,7 @@ def train_worker(spec_json: str) -> None:
         output_dir=str(work / "eval"),
         device=f"$torch.device({spec['device']!r})",
         val_interval=10**6,  # no validation inside the timed iterations: it is not part of a training iteration
-        **spec.get("overrides", {}),
+        **overrides,
     )
     wf.initialize()
     trainer = wf.parser.get_parsed_content("train#trainer")
@@ -296,6 +375,8 @@ def train_worker(spec_json: str) -> None:
                 "batch": shapes[0],
                 "epoch_length": int(trainer.state.epoch_length),
                 "loader_length": len(trainer.data_loader),
+                "num_workers": int(trainer.data_loader.num_workers),
+                "params": sum(p.numel() for p in network.parameters()),
             }
         )
     )
@@ -402,6 +483,15 @@ def gpu_memory_estimate(net: dict) -> float:
     return net["peak_bytes"] + 3 * 4 * net["params"] + 4 * math.prod(net["input"]) + 2**30
 
 
+def _listed(value: str | tuple | list) -> set[str]:
+    """The names of a command-line list: a comma-separated string, or the tuple fire makes of ``a,b``.
+
+    Returns:
+        the non-empty names, stripped.
+    """
+    return {p.strip() for p in (value.split(",") if isinstance(value, str) else value) if p.strip()}
+
+
 def quick_parts(quick: bool | str | tuple | list) -> set[str]:
     """Which measurements ``--quick`` shrinks: all of them (``True``), none (``False``), or those named.
 
@@ -417,17 +507,41 @@ def quick_parts(quick: bool | str | tuple | list) -> set[str]:
     """
     if quick is True or quick is False:
         return {"network", "inference"} if quick else set()
-    parts = {p.strip() for p in (quick.split(",") if isinstance(quick, str) else quick) if p.strip()}
+    parts = _listed(quick)
     if not parts <= {"network", "inference"}:
         raise ValueError(f"--quick takes true, false, 'network' and/or 'inference'; got {quick!r}.")
     return parts
 
 
-def measure(names: list[str], run_worker, env: dict, device: str, threads, repeats: int, quick) -> dict:
-    """Run the three workers for each bundle (each in its own subprocesses) and collect their results.
+def train_configs(train: str | tuple | list) -> list[str]:
+    """The training-loop configurations ``--train`` names, in ``TRAIN_CONFIGS`` order.
+
+    Args:
+        train: ``"paper"``, ``"demo"`` or both (comma-separated string or a tuple, as fire passes
+            ``--train paper,demo``).
 
     Returns:
-        ``{bundle: {"network": ..., "reference": ..., "train": ..., "inference": ...}}``.
+        a non-empty list of names from ``TRAIN_CONFIGS``.
+
+    Raises:
+        ValueError: for an unknown name or none.
+    """
+    names = _listed(train)
+    if not names or not names <= set(TRAIN_CONFIGS):
+        raise ValueError(f"--train takes 'paper' and/or 'demo'; got {train!r}.")
+    return [n for n in TRAIN_CONFIGS if n in names]
+
+
+def measure(
+    names: list[str], run_worker, env: dict, device: str, threads, repeats: int, quick, train=TRAIN_CONFIGS
+) -> dict:
+    """Run the three workers for each bundle (each in its own subprocesses) and collect their results.
+
+    The training loop runs once per configuration of ``train`` (see :func:`train_configs`): ``paper`` at the
+    network table's input, ``demo`` as ``demo.json`` has it.
+
+    Returns:
+        ``{bundle: {"network": ..., "reference": ..., "train": {config: ...}, "inference": ...}}``.
     """
     results: dict[str, dict] = {}
     for name in names:
@@ -442,19 +556,37 @@ def measure(names: list[str], run_worker, env: dict, device: str, threads, repea
             result[key] = run_worker(spec, env, "network_worker")
             # memory in the caller's environment, as a training run has it (glibc's defaults)
             result[key].update(run_worker({**spec, "task": "memory"}, dict(os.environ), "network_worker"))
-        train_spec = {**common, "warmup": 3, "iterations": max(6, 4 * repeats)}
-        result["train"] = run_worker(train_spec, env, "train_worker")
+        result["train"] = {}
+        for config in train_configs(train):
+            # the paper's steps are long and steady: fewer of them
+            counts = (
+                {"warmup": 2, "iterations": max(4, 2 * repeats)}
+                if config == "paper"
+                else {"warmup": 3, "iterations": max(6, 4 * repeats)}
+            )
+            spec = {**common, **counts, "config": config, "train_input": train_input}
+            result["train"][config] = run_worker(spec, env, "train_worker")
         result["inference"] = run_worker({**common, "volume": volume}, env, "inference_worker")
         results[name] = result
     return results
 
 
-def render(results: dict, machine: str) -> str:
+def render(results: dict, machine: str, quick: set[str] | None = None) -> str:
     """The section's Markdown: the three tables, then each bundle's readings against the issue 14 targets.
+
+    Args:
+        results: from :func:`measure`.
+        machine: the machine's description.
+        quick: the measurements ``--quick`` shrank (see :func:`quick_parts`); their tables say so.
 
     Returns:
         Markdown (without the heading).
     """
+    quick = quick or set()
+    net_size = (
+        "about half the paper's training input (`--quick`)" if "network" in quick else "the paper's training input"
+    )
+    volume_size = "about half the paper's size (`--quick`)" if "inference" in quick else "the paper's size"
     net_rows, train_rows, inf_rows, notes = [], [], [], []
     for name, r in results.items():
         net, ref, tr, inf = r["network"], r["reference"], r["train"], r["inference"]
@@ -471,13 +603,21 @@ def render(results: dict, machine: str) -> str:
             f"{ref_fb_rate / 1e9:.1f} | {ref_rate / rate:.2f} / {ref_fb_rate / fb_rate:.2f} | "
             f"{_gib(net['peak_bytes'])} | {_gib(gpu_memory_estimate(net))} |"
         )
-        it, bare, wait = _median(tr["iteration"]), _median(tr["bare_step"]), _median(tr["data_wait"])
-        mean_it = statistics.fmean(tr["iteration"])
-        train_rows.append(
-            f"| {name} | {' x '.join(map(str, tr['batch']))} | {it:.3f} / {mean_it:.3f} / {max(tr['iteration']):.3f} | "
-            f"{bare:.3f} | {wait:.3f} | {it / bare:.2f} / {mean_it / bare:.2f} | {tr['loader_length']} / "
-            f"{tr['epoch_length']} |"
-        )
+        loop = {}  # configuration -> (median, mean) overhead
+        for config, run in tr.items():
+            it, bare, wait = _median(run["iteration"]), _median(run["bare_step"]), _median(run["data_wait"])
+            mean_it = statistics.fmean(run["iteration"])
+            loop[config] = (it / bare, mean_it / bare)
+            params = f"{run['params'] / 1e6:.3f}M" if "params" in run else "-"
+            train_rows.append(
+                f"| {name} | {config} | {params} | {' x '.join(map(str, run['batch']))} | {it:.3f} / {mean_it:.3f} / "
+                f"{max(run['iteration']):.3f} | {bare:.3f} | {wait:.3f} | {it / bare:.2f} / {mean_it / bare:.2f} | "
+                f"{run.get('num_workers', '-')} | {run['loader_length']} / {run['epoch_length']} |"
+            )
+        target = "paper" if "paper" in loop else next(iter(loop))
+        loop_note = f"training-loop overhead ({target} configuration) {loop[target][0]:.2f} (median; target <= 1.15: "
+        loop_note += f"{_verdict(loop[target][0] <= 1.15)}), {loop[target][1]:.2f} on the mean"
+        loop_note += "".join(f"; {c} configuration {o[0]:.2f} / {o[1]:.2f}" for c, o in loop.items() if c != target)
         one, two = inf["runs"]
         over = one["seconds"] / one["compute"]
         scaling = two["seconds"] / one["seconds"]
@@ -491,8 +631,7 @@ def render(results: dict, machine: str) -> str:
             f"{scaling:.2f} | {tiling or '-'} |"
         )
         notes.append(
-            f"- {name}: training-loop overhead {it / bare:.2f} (median; target <= 1.15: "
-            f"{_verdict(it / bare <= 1.15)}), {mean_it / bare:.2f} on the mean; inference overhead {over:.2f} "
+            f"- {name}: {loop_note}; inference overhead {over:.2f} "
             f"(target <= 1.2: {_verdict(over <= 1.2)}); "
             f"doubling the volume x{scaling:.2f} the time; MONAI reference / ours, multiply-adds per second "
             f"{ref_rate / rate:.2f} forward, {ref_fb_rate / fb_rate:.2f} forward+backward (target <= 1.2: "
@@ -505,7 +644,7 @@ def render(results: dict, machine: str) -> str:
             "section's allocator settings (MALLOC_MMAP_MAX_=0, MALLOC_TRIM_THRESHOLD_=2^36, OMP_WAIT_POLICY=PASSIVE, "
             "unless already set), the peak memory with the caller's (glibc's defaults, as a training run has them).",
             "",
-            "**Network at the paper's training input** (the network `train.json` builds; forward in eval mode without "
+            f"**Network at {net_size}** (the network `train.json` builds; forward in eval mode without "
             "gradients, forward+backward in train mode; medians after one warm-up; multiply-adds from "
             "`torch.utils.flop_counter`, forward+backward counted as 3x the forward's; peak: growth of the process's "
             "peak resident set over the first forward+backward on CPU, `max_memory_allocated` on CUDA; the reference "
@@ -517,21 +656,22 @@ def render(results: dict, machine: str) -> str:
             "|---|---|---|---|---|---|---|---|---|---|---|",
             *net_rows,
             "",
-            "**Training loop** (`train.json` + `demo.json` on the demo's phantom data: the real `SupervisedTrainer` "
-            "with the bundle's data loader, augmentation, handlers, post-processing and metric (validation off), "
-            "timed from one "
-            "`ITERATION_COMPLETED` to the next after 3 warm-up iterations; the bare step (zero_grad, forward, the "
+            "**Training loop** (the real `SupervisedTrainer` with the bundle's data loader, augmentation, handlers, "
+            "post-processing and metric (validation off), on the demo's phantom data; *paper*: `train.json`'s "
+            "network, batch, loader workers and input (the network table's), 2 warm-up iterations; *demo*: "
+            "`train.json` + `demo.json` as the demo runs, 3 warm-up iterations; timed from one "
+            "`ITERATION_COMPLETED` to the next; the bare step (zero_grad, forward, the "
             "bundle's loss, backward, the bundle's optimizer step) runs after each timed iteration on that "
             "iteration's batch, as plain tensors, with the same objects, outside the timed interval; data wait: "
-            "`GET_BATCH_STARTED` to `GET_BATCH_COMPLETED`):",
+            "`GET_BATCH_STARTED` to `GET_BATCH_COMPLETED`; the target applies to the paper's configuration):",
             "",
-            "| bundle | batch | iteration (s) median / mean / max | bare step (s) | data wait (s) "
-            "| overhead median / mean | loader batches / epoch length |",
-            "|---|---|---|---|---|---|---|",
+            "| bundle | configuration | parameters | batch | iteration (s) median / mean / max | bare step (s) "
+            "| data wait (s) | overhead median / mean | loader workers | loader batches / epoch length |",
+            "|---|---|---|---|---|---|---|---|---|---|",
             *train_rows,
             "",
-            "**Whole-volume inference** (the network and `inferer` of `inference.json`, on a random volume of the "
-            "paper's size on the network's grid, after a warm-up on it; compute: the network alone on every window "
+            "**Whole-volume inference** (the network and `inferer` of `inference.json`, on a random volume of "
+            f"{volume_size} on the network's grid, after a warm-up on it; compute: the network alone on every window "
             "shape the inferer called it with, times the calls; then the volume doubled along its last spatial axis "
             "(4D: along z)):",
             "",
