@@ -72,10 +72,12 @@ class ChannelLayerNorm2d(torch.nn.Module):
             the normalized tensor, same shape.
         """
         y = F.layer_norm(x.permute(0, 2, 3, 1), [self.num_channels], self.weight, self.bias, self.eps)
-        # Back to PyTorch's default layout: left channels-last, every later convolution ran channels-last, and
-        # oneDNN's channels-last 2D convolution backward made a training step 1.3x slower (16.5 s against 12.6 s
-        # for 3 x 1 x 256 x 256 slices, 2 CPU threads; BENCHMARKS.md, head CT section).
-        return y.permute(0, 3, 1, 2).contiguous()
+        y = y.permute(0, 3, 1, 2)  # channels-last in memory: the next convolution runs in that layout
+        # Training: back to PyTorch's default layout. oneDNN's channels-last 2D convolution backward made a training
+        # step 1.3x slower on a 2-core AMD EPYC (3 x 1 x 256 x 256 slices: 16.5 s against 12.6 s). Inference keeps
+        # channels-last, which oneDNN's forward runs fastest: the copy back cost the forward 1.5x (3 x 1 x 512 x
+        # 512: 5.6 s against 3.5 s on a 2-core AMD EPYC with AVX-512). BENCHMARKS.md, head CT section.
+        return y.contiguous() if torch.is_grad_enabled() else y
 
 
 def _make_norm(norm: str, channels: int, norm_kwargs: dict) -> torch.nn.Module:
