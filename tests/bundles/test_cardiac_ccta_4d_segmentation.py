@@ -204,8 +204,10 @@ def test_label_of_another_frame_count_is_refused_naming_both(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- end to end
 
-# the demo's code path, shorter: 4 phantom sequences (4 mm, 32 x 32 x 24 x 16), 12 epochs of 4 iterations
-TINY = {"num_epochs": 12, "val_interval": 12, "num_workers": 0}
+# the demo's code path, shorter: 4 phantom sequences (4 mm, 32 x 32 x 24 x 16), 20 epochs of 4 iterations. 12 were
+# enough on the earlier CPUs; on an AVX-512 AMD EPYC (Zen 5) the run's loss jumps at epoch 8 and at 12 the test LV Dice
+# is 0.38; after 20 it is 0.84 (myocardium 0.68)
+TINY = {"num_epochs": 20, "val_interval": 20, "num_workers": 0}
 
 
 @pytest.fixture(scope="module")
@@ -238,7 +240,7 @@ def test_evaluate_learns_well_above_an_untrained_network(trained):
     chance = {c: chance_doc["measures"]["frame_dice"]["summary"][c]["avg"] for c in CLASSES}
     print(f"phantom test frame Dice: trained {dice}, untrained {chance}")
     assert dice["left ventricle"] > chance["left ventricle"] + 0.3 and dice["left ventricle"] > 0.5, (dice, chance)
-    assert dice["myocardium"] > chance["myocardium"] + 0.1, (dice, chance)  # measured: 0.73 / 0.55 against 0.22 / 0.10
+    assert dice["myocardium"] > chance["myocardium"] + 0.1, (dice, chance)  # measured: 0.84 / 0.68 against 0.22 / 0.10
     # the EF per sequence against the datalist's reference EF, and the reduced-EF detection table
     listing = json.loads(Path(datalist).read_text(encoding="utf-8"))
     with open(root / "eval" / "test_temporal_per_case.csv", newline="", encoding="utf-8") as f:
