@@ -208,8 +208,9 @@ def train_in_process(config_files: list, logging_file, overrides: dict) -> dict:
     return metrics
 
 
-# Roughly the seconds each slow test file takes on one worker (setup, calls and teardown of all its tests), from a
-# full single-worker timing run on a 2-core AMD EPYC (the CT perfusion cuts of FAST since applied). scripts/run_tests.sh
+# Rough seconds each slow test file takes on one worker (setup, calls and teardown of all its tests), for ordering
+# only: MONAI Label, resume, export, tracking and the checks from a single-worker timing run on a 2-core AMD EPYC
+# (the CT perfusion cuts of FAST since applied); the bundle files from --durations listings. scripts/run_tests.sh
 # runs the suite on two xdist workers, one file at a time each (``--dist loadfile``), in collection order
 # (``--no-loadscope-reorder``; xdist's own order is by number of tests, which started the MONAI Label file, the
 # longest, near the end): the longest files go first, so that no long file starts when the other worker is nearly
@@ -218,13 +219,13 @@ FILE_SECONDS = {
     "tests/monailabel/test_monailabel_server.py": 1400,
     "tests/bundles/test_resume.py": 880,
     "tests/bundles/test_export.py": 480,
+    "tests/bundles/test_brain_ctp_tissue_segmentation.py": 450,
     "tests/bundles/test_head_ct_neuroanatomy_segmentation.py": 350,
     "tests/bundles/test_tracking.py": 220,
     "tests/bundles/test_brain_tumor_mri_segmentation.py": 200,
     "tests/bundles/test_abdominal_ct_multiorgan_segmentation.py": 200,
     "tests/bundles/test_bad_inputs.py": 163,
     "tests/bundles/test_cardiac_ccta_4d_segmentation.py": 150,
-    "tests/bundles/test_brain_ctp_tissue_segmentation.py": 150,
     "tests/bundles/test_contract.py": 143,
     "tests/bundles/test_hand_mri_bone_segmentation.py": 100,
     "tests/bundles/test_determinism.py": 90,
